@@ -1,0 +1,1 @@
+"""Code shared by every process: the domain, the event store and bus wiring, settings."""

@@ -1,0 +1,317 @@
+"""The Ticket aggregate: one append-only stream per support request (服务请求 / 故障单).
+
+Every command checks the transition table first and only then triggers its event,
+so a rejected command leaves the stream untouched. Event bodies only assign state:
+replaying an old stream never re-runs today's rules.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate
+
+from shared.domain.errors import AlreadyAcknowledged, IllegalTransition, SeverityUnchanged
+
+
+class Status(StrEnum):
+    OPEN = "open"
+    ACKNOWLEDGED = "acknowledged"
+    ON_SITE = "on_site"
+    AWAITING_CUSTOMER = "awaiting_customer"
+    RESOLVED = "resolved"
+    CONFIRMED = "confirmed"
+    CLOSED = "closed"
+    CANCELLED = "cancelled"
+
+
+class Severity(StrEnum):
+    P1 = "P1"  # system down, all service interrupted
+    P2 = "P2"  # latent risk of collapse, or a key function lost
+    P3 = "P3"  # service, performance or part of it degraded
+    P4 = "P4"  # intermittent or indirect effect; questions
+
+
+class Category(StrEnum):
+    FAULT = "fault"
+    CONSULTATION = "consultation"
+    COMPLAINT = "complaint"
+    CHANGE_REQUEST = "change_request"
+    UPGRADE = "upgrade"
+    INSPECTION = "inspection"
+    TRAINING = "training"
+
+
+class Channel(StrEnum):
+    HOTLINE = "hotline"
+    EMAIL = "email"
+    IM = "im"
+    FAX = "fax"
+    LETTER = "letter"
+    VISIT = "visit"
+    PORTAL = "portal"
+    MONITORING = "monitoring"
+    API = "api"
+
+
+_ACTIVE = frozenset({Status.OPEN, Status.ACKNOWLEDGED, Status.ON_SITE, Status.AWAITING_CUSTOMER})
+
+# Which statuses each command may start from. The whole lifecycle in one table:
+# opened → acknowledged → on site → resolved → confirmed → closed, with side paths.
+ALLOWED_FROM: dict[str, frozenset[Status]] = {
+    "acknowledge": frozenset({Status.OPEN}),
+    "arrive": frozenset({Status.ACKNOWLEDGED}),
+    "await_customer": frozenset({Status.ACKNOWLEDGED, Status.ON_SITE}),
+    "record_customer_response": frozenset({Status.AWAITING_CUSTOMER}),
+    "resolve": frozenset({Status.ACKNOWLEDGED, Status.ON_SITE}),
+    "confirm": frozenset({Status.RESOLVED}),
+    "reopen": frozenset({Status.RESOLVED, Status.CONFIRMED}),
+    "close": frozenset({Status.RESOLVED, Status.CONFIRMED}),
+    "cancel": _ACTIVE,
+    "change_severity": _ACTIVE,
+    "comment": frozenset(Status),
+}
+
+Actor = dict[str, str]  # {"kind": "client" | "engineer" | "customer" | "service", "id": ...}
+
+
+class Ticket(Aggregate):
+    class Event(Aggregate.Event):
+        actor: Actor
+        correlation_id: str
+
+    class Opened(Event, Aggregate.Created):
+        number: str
+        severity: str
+        category: str
+        channel: str
+        customer: str
+        contract: str | None
+        site: dict[str, Any]
+        device: dict[str, Any]
+        summary: str
+        description: str
+        contact: dict[str, Any]
+        source: dict[str, Any]
+        request_digest: str
+
+    def __init__(
+        self,
+        *,
+        number: str,
+        severity: str,
+        category: str,
+        channel: str,
+        customer: str,
+        contract: str | None,
+        site: dict[str, Any],
+        device: dict[str, Any],
+        summary: str,
+        description: str,
+        contact: dict[str, Any],
+        source: dict[str, Any],
+        request_digest: str,
+        actor: Actor,
+        correlation_id: str,
+    ) -> None:
+        self.number = number
+        self.severity = Severity(severity)
+        self.category = Category(category)
+        self.channel = Channel(channel)
+        self.customer = customer
+        self.contract = contract
+        self.site = site
+        self.device = device
+        self.summary = summary
+        self.description = description
+        self.contact = contact
+        self.source = source
+        self.request_digest = request_digest
+        self.opened_by = actor
+        self.status = Status.OPEN
+        self.resume_status: Status | None = None
+        self.acknowledged_at: datetime | None = None
+        self.arrived_at: datetime | None = None
+        self.resolved_at: datetime | None = None
+        self.confirmed_at: datetime | None = None
+        self.closed_at: datetime | None = None
+        self.reopen_count = 0
+        self.comment_count = 0
+        self.satisfaction: int | None = None
+
+    @property
+    def received_at(self) -> datetime:
+        return self.created_on
+
+    @classmethod
+    def open(cls, *, id: UUID, at: datetime, actor: Actor, correlation_id: str, **details: Any) -> Ticket:
+        return cls._create(
+            cls.Opened, id=id, timestamp=at, actor=actor, correlation_id=correlation_id, **details
+        )
+
+    # -- commands ---------------------------------------------------------------
+
+    def _check(self, command: str) -> None:
+        if self.status in ALLOWED_FROM[command]:
+            return
+        if command == "acknowledge" and self.acknowledged_at is not None:
+            raise AlreadyAcknowledged(command, self.status, f"ticket {self.number} was already acknowledged")
+        raise IllegalTransition(command, self.status)
+
+    def acknowledge(self, *, plan: str, at: datetime, actor: Actor, correlation_id: str) -> None:
+        self._check("acknowledge")
+        self.trigger_event(self.Acknowledged, timestamp=at, plan=plan, actor=actor, correlation_id=correlation_id)
+
+    def comment(self, *, text: str, public: bool, at: datetime, actor: Actor, correlation_id: str) -> None:
+        self._check("comment")
+        self.trigger_event(
+            self.Commented, timestamp=at, text=text, public=public, actor=actor, correlation_id=correlation_id
+        )
+
+    def change_severity(self, *, severity: Severity, reason: str, at: datetime, actor: Actor, correlation_id: str) -> None:
+        self._check("change_severity")
+        if severity == self.severity:
+            raise SeverityUnchanged("change_severity", self.status, f"ticket {self.number} is already {severity}")
+        self.trigger_event(
+            self.SeverityChanged,
+            timestamp=at,
+            previous=str(self.severity),
+            severity=str(severity),
+            reason=reason,
+            actor=actor,
+            correlation_id=correlation_id,
+        )
+
+    def await_customer(self, *, reason: str, at: datetime, actor: Actor, correlation_id: str) -> None:
+        self._check("await_customer")
+        self.trigger_event(self.AwaitingCustomer, timestamp=at, reason=reason, actor=actor, correlation_id=correlation_id)
+
+    def record_customer_response(self, *, message: str, at: datetime, actor: Actor, correlation_id: str) -> None:
+        self._check("record_customer_response")
+        self.trigger_event(
+            self.CustomerResponded, timestamp=at, message=message, actor=actor, correlation_id=correlation_id
+        )
+
+    def arrive(self, *, engineer: str, note: str, at: datetime, actor: Actor, correlation_id: str) -> None:
+        self._check("arrive")
+        self.trigger_event(
+            self.EngineerArrived, timestamp=at, engineer=engineer, note=note, actor=actor, correlation_id=correlation_id
+        )
+
+    def resolve(self, *, resolution: str, cause: str, at: datetime, actor: Actor, correlation_id: str) -> None:
+        self._check("resolve")
+        self.trigger_event(
+            self.Resolved, timestamp=at, resolution=resolution, cause=cause, actor=actor, correlation_id=correlation_id
+        )
+
+    def confirm(self, *, satisfaction: int | None, comment: str, at: datetime, actor: Actor, correlation_id: str) -> None:
+        self._check("confirm")
+        self.trigger_event(
+            self.Confirmed,
+            timestamp=at,
+            satisfaction=satisfaction,
+            comment=comment,
+            actor=actor,
+            correlation_id=correlation_id,
+        )
+
+    def reopen(self, *, reason: str, at: datetime, actor: Actor, correlation_id: str) -> None:
+        self._check("reopen")
+        self.trigger_event(self.Reopened, timestamp=at, reason=reason, actor=actor, correlation_id=correlation_id)
+
+    def close(self, *, note: str, at: datetime, actor: Actor, correlation_id: str) -> None:
+        self._check("close")
+        self.trigger_event(self.Closed, timestamp=at, note=note, actor=actor, correlation_id=correlation_id)
+
+    def cancel(self, *, reason: str, at: datetime, actor: Actor, correlation_id: str) -> None:
+        self._check("cancel")
+        self.trigger_event(self.Cancelled, timestamp=at, reason=reason, actor=actor, correlation_id=correlation_id)
+
+    # -- events: state assignment only -----------------------------------------
+
+    class Acknowledged(Event):
+        plan: str
+
+        def apply(self, ticket: Ticket) -> None:
+            ticket.status = Status.ACKNOWLEDGED
+            ticket.acknowledged_at = self.timestamp
+
+    class Commented(Event):
+        text: str
+        public: bool
+
+        def apply(self, ticket: Ticket) -> None:
+            ticket.comment_count += 1
+
+    class SeverityChanged(Event):
+        previous: str
+        severity: str
+        reason: str
+
+        def apply(self, ticket: Ticket) -> None:
+            ticket.severity = Severity(self.severity)
+
+    class AwaitingCustomer(Event):
+        reason: str
+
+        def apply(self, ticket: Ticket) -> None:
+            ticket.resume_status = ticket.status
+            ticket.status = Status.AWAITING_CUSTOMER
+
+    class CustomerResponded(Event):
+        message: str
+
+        def apply(self, ticket: Ticket) -> None:
+            ticket.status = ticket.resume_status or Status.ACKNOWLEDGED
+            ticket.resume_status = None
+
+    class EngineerArrived(Event):
+        engineer: str
+        note: str
+
+        def apply(self, ticket: Ticket) -> None:
+            ticket.status = Status.ON_SITE
+            ticket.arrived_at = self.timestamp
+
+    class Resolved(Event):
+        resolution: str
+        cause: str
+
+        def apply(self, ticket: Ticket) -> None:
+            ticket.status = Status.RESOLVED
+            ticket.resolved_at = self.timestamp
+
+    class Confirmed(Event):
+        satisfaction: int | None
+        comment: str
+
+        def apply(self, ticket: Ticket) -> None:
+            ticket.status = Status.CONFIRMED
+            ticket.confirmed_at = self.timestamp
+            ticket.satisfaction = self.satisfaction
+
+    class Reopened(Event):
+        reason: str
+
+        def apply(self, ticket: Ticket) -> None:
+            # Work resumes where it stood before the resolution: acknowledged, awaiting a visit.
+            ticket.status = Status.ACKNOWLEDGED
+            ticket.reopen_count += 1
+            ticket.resolved_at = None
+            ticket.confirmed_at = None
+
+    class Closed(Event):
+        note: str
+
+        def apply(self, ticket: Ticket) -> None:
+            ticket.status = Status.CLOSED
+            ticket.closed_at = self.timestamp
+
+    class Cancelled(Event):
+        reason: str
+
+        def apply(self, ticket: Ticket) -> None:
+            ticket.status = Status.CANCELLED
+            ticket.closed_at = self.timestamp

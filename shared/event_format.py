@@ -1,0 +1,70 @@
+"""How a recorded event looks outside the store: in the history API, the audit feed,
+and on NATS as a CloudEvents 1.0 structured JSON message."""
+from __future__ import annotations
+
+import re
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.domain import DomainEventProtocol
+from pydantic_core import to_jsonable_python
+
+from shared.store import event_id
+
+_ENVELOPE = {"originator_id", "originator_version", "timestamp", "originator_topic", "actor", "correlation_id"}
+_CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
+
+
+def is_internal(event: DomainEventProtocol[UUID]) -> bool:
+    return getattr(event, "internal", False)
+
+
+def event_type(event: DomainEventProtocol[UUID]) -> str:
+    """`Ticket.CustomerResponded` → `ticket.customer_responded`. A class may set `cloud_type`."""
+    explicit = getattr(event, "cloud_type", None)
+    if explicit:
+        return explicit
+    aggregate, _, name = type(event).__qualname__.rpartition(".")
+    return f"{aggregate.lower()}.{_CAMEL.sub('_', name).lower()}"
+
+
+def subject(event: DomainEventProtocol[UUID]) -> str:
+    return f"events.{event_type(event)}"
+
+
+def event_data(event: DomainEventProtocol[UUID]) -> dict[str, Any]:
+    fields = {k: v for k, v in vars(event).items() if k not in _ENVELOPE}
+    return to_jsonable_python(fields)
+
+
+def history_entry(event: DomainEventProtocol[UUID]) -> dict[str, Any]:
+    return {
+        "id": str(event_id(event.originator_id, event.originator_version)),
+        "version": event.originator_version,
+        "type": event_type(event),
+        "recorded_at": event.timestamp.isoformat(),
+        "actor": getattr(event, "actor", None),
+        "correlation_id": getattr(event, "correlation_id", None),
+        "data": event_data(event),
+    }
+
+
+def cloud_event(event: DomainEventProtocol[UUID], position: int) -> dict[str, Any]:
+    actor = getattr(event, "actor", None) or {}
+    envelope = {
+        "specversion": "1.0",
+        "id": str(event_id(event.originator_id, event.originator_version)),
+        "source": f"urn:ticketing:{event_type(event).split('.')[0]}",
+        "type": event_type(event),
+        "subject": str(event.originator_id),
+        "time": event.timestamp.isoformat(),
+        "datacontenttype": "application/json",
+        # CloudEvents extensions: lower-case names, scalar values.
+        "sequence": event.originator_version,
+        "position": position,
+        "actorkind": actor.get("kind"),
+        "actorid": actor.get("id"),
+        "correlationid": getattr(event, "correlation_id", None),
+        "data": event_data(event),
+    }
+    return {k: v for k, v in envelope.items() if v is not None}

@@ -1,0 +1,48 @@
+"""The event store: one eventsourcing Application shared by every process.
+
+Every process opens the same store (same application name, hence the same table),
+on SQLite by default or PostgreSQL in production.
+"""
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID, uuid5
+
+import psycopg
+from eventsourcing.application import Application
+from eventsourcing.domain import DomainEventProtocol
+
+from shared.settings import persistence_env
+
+
+class EventStore(Application[UUID]):
+    name = "Ticketing"
+
+    def decode(self, stored: Any) -> DomainEventProtocol[UUID]:
+        """A stored event or notification back to its domain event."""
+        return self.mapper.to_domain_event(stored)
+
+
+def open_store(database_url: str) -> EventStore:
+    env = persistence_env(database_url)
+    if "POSTGRES_SCHEMA" in env:
+        _ensure_schema(env)
+    return EventStore(env=env)
+
+
+def _ensure_schema(env: dict[str, str]) -> None:
+    with psycopg.connect(
+        dbname=env["POSTGRES_DBNAME"],
+        host=env["POSTGRES_HOST"],
+        port=env["POSTGRES_PORT"],
+        user=env["POSTGRES_USER"],
+        password=env["POSTGRES_PASSWORD"] or None,
+        autocommit=True,
+    ) as conn:
+        conn.execute(psycopg.sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(psycopg.sql.Identifier(env["POSTGRES_SCHEMA"])))
+
+
+def event_id(originator_id: UUID, version: int) -> UUID:
+    """A stable id per recorded event: the same event always gets the same id, so
+    JetStream (Nats-Msg-Id) and webhook receivers can drop repeats."""
+    return uuid5(originator_id, str(version))
