@@ -1,0 +1,1 @@
+"""The public HTTP API: open tickets, run ticket commands, read state and history."""

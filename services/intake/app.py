@@ -1,0 +1,182 @@
+"""The intake API (FastAPI). Routes are thin: parse, call the ticket desk, shape the answer.
+
+The store is synchronous, so routes are plain `def` and FastAPI runs them in its
+thread pool.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
+from uuid import UUID, uuid4
+
+from fastapi import Depends, FastAPI, Header, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel
+
+from services.intake import problems, schemas
+from shared.desk import IdempotencyToken, TicketDesk
+from shared.event_format import history_entry, is_internal
+from shared.projections.ticket_list import TicketFilter, TicketListProjection
+
+_ACTOR = re.compile(r"^(client|engineer|customer|agent|service):[^\s:]{1,100}$")
+
+
+@dataclass
+class Context:
+    """Who is asking and under which correlation id; recorded on every event."""
+
+    actor: dict[str, str]
+    correlation_id: str
+
+
+def context(
+    response: Response,
+    x_actor: Annotated[str | None, Header(description="kind:id of who acts, e.g. engineer:E-017.")] = None,
+    x_correlation_id: Annotated[str | None, Header(max_length=200)] = None,
+) -> Context:
+    if x_actor is not None and not _ACTOR.match(x_actor):
+        raise RequestValidationError(
+            [{"loc": ("header", "X-Actor"), "msg": "expected <client|engineer|customer|agent|service>:<id>", "type": "value_error"}]
+        )
+    kind, _, who = (x_actor or "client:anonymous").partition(":")
+    correlation_id = x_correlation_id or str(uuid4())
+    response.headers["X-Correlation-Id"] = correlation_id
+    return Context(actor={"kind": kind, "id": who}, correlation_id=correlation_id)
+
+
+Ctx = Annotated[Context, Depends(context)]
+TicketRef = Annotated[str, Path(max_length=64, description="Ticket id (UUID) or number (T-2026-000123).")]
+
+# The ticket commands: path, aggregate method, body model, what it means.
+COMMANDS: list[tuple[str, str, type[schemas.Command], str]] = [
+    ("acknowledge", "acknowledge", schemas.Acknowledge, "First response: contact made and a plan committed."),
+    ("comments", "comment", schemas.AddComment, "Add a comment (internal or visible to the customer)."),
+    ("severity", "change_severity", schemas.ChangeSeverity, "Change the severity, with a reason."),
+    ("await-customer", "await_customer", schemas.AwaitCustomer, "Wait for the customer (pauses the SLA clocks)."),
+    ("customer-response", "record_customer_response", schemas.RecordCustomerResponse, "The customer answered."),
+    ("arrive", "arrive", schemas.Arrive, "The engineer arrived on site."),
+    ("resolve", "resolve", schemas.Resolve, "The fault is fixed."),
+    ("confirm", "confirm", schemas.Confirm, "The customer confirmed the result (optionally with satisfaction)."),
+    ("reopen", "reopen", schemas.Reopen, "Not fixed after all: a new resolution cycle."),
+    ("close", "close", schemas.Close, "Close a resolved or confirmed ticket."),
+    ("cancel", "cancel", schemas.Cancel, "Cancel an active ticket."),
+]
+
+
+def create_app(
+    desk: TicketDesk,
+    ticket_list: TicketListProjection,
+    *,
+    ready: Callable[[], dict[str, bool]] = lambda: {},
+) -> FastAPI:
+    app = FastAPI(
+        title="Ticketing: after-sales technical support",
+        version="1.0",
+        description="Open incidents, run ticket commands, and read any ticket's full event history.",
+    )
+    problems.install(app)
+
+    @app.get("/healthz", tags=["ops"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["ops"])
+    def readyz(response: Response) -> dict[str, Any]:
+        checks = {"store": _store_reachable(desk)} | ready()
+        response.status_code = 200 if all(checks.values()) else 503
+        return {"status": "ready" if response.status_code == 200 else "unavailable", "checks": checks}
+
+    @app.post("/v1/tickets", status_code=201, tags=["tickets"], response_model=schemas.TicketRead)
+    def open_ticket(
+        body: schemas.TicketCreate,
+        ctx: Ctx,
+        response: Response,
+        idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255)] = None,
+    ) -> schemas.TicketRead:
+        """Open a ticket. A retry with the same `Idempotency-Key` (or, without one, the same
+        `source.system` + `source.reference`) returns the first ticket; with another body, 422."""
+        system = body.source.system if body.source else ""
+        token = None
+        if idempotency_key is not None:
+            token = IdempotencyToken(scope=system, value=idempotency_key, field="Idempotency-Key")
+        elif body.source and body.source.reference:
+            token = IdempotencyToken(scope=system, value=body.source.reference, field="source.reference")
+        actor = ctx.actor if ctx.actor["id"] != "anonymous" or not system else {"kind": "client", "id": system}
+        opened = desk.open(details=body.details(), token=token, actor=actor, correlation_id=ctx.correlation_id)
+        response.headers["Location"] = f"/v1/tickets/{opened.ticket.id}"
+        if opened.replayed:
+            response.headers["Idempotent-Replayed"] = "true"
+        return schemas.TicketRead.of(opened.ticket)
+
+    @app.get("/v1/tickets", tags=["tickets"])
+    def list_tickets(
+        status: schemas.Status | None = None,
+        severity: schemas.Severity | None = None,
+        customer: Annotated[str | None, Query(max_length=200)] = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> dict[str, Any]:
+        """The ticket list read model: newest first. It trails the store by milliseconds."""
+        where = TicketFilter(status=status, severity=severity, customer=customer, limit=limit, offset=offset)
+        rows, total = ticket_list.query(where)
+        return {"tickets": rows, "total": total, "limit": limit, "offset": offset}
+
+    @app.get("/v1/tickets/{reference}", tags=["tickets"], response_model=schemas.TicketRead)
+    def get_ticket(
+        reference: TicketRef,
+        version: Annotated[int | None, Query(ge=1, description="The state it had at this version.")] = None,
+    ) -> schemas.TicketRead:
+        return schemas.TicketRead.of(desk.get(reference, version=version))
+
+    @app.get("/v1/tickets/{reference}/events", tags=["tickets"], response_model=list[schemas.HistoryEntry])
+    def ticket_history(reference: TicketRef) -> list[dict[str, Any]]:
+        """The ticket's full, ordered history: every event with version, type, time, actor and data."""
+        return [history_entry(event) for event in desk.history(reference)]
+
+    @app.get("/v1/events", tags=["audit"], response_model=schemas.Feed)
+    def global_feed(
+        after: Annotated[int, Query(ge=0, description="Position to continue after (0 = from the start).")] = 0,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> dict[str, Any]:
+        """Every recorded event of every ticket, in the order it was recorded."""
+        notifications = desk.store.recorder.select_notifications(after, limit, inclusive_of_start=False)
+        events = []
+        for notification in notifications:
+            event = desk.store.decode(notification)
+            if not is_internal(event):
+                events.append(history_entry(event) | {"position": notification.id, "ticket_id": event.originator_id})
+        return {"events": events, "next_after": notifications[-1].id if notifications else after}
+
+    for path, command, body_model, summary in COMMANDS:
+        app.post(
+            f"/v1/tickets/{{reference}}/{path}",
+            tags=["ticket commands"],
+            summary=summary,
+            response_model=schemas.TicketRead,
+        )(_command_route(desk, command, body_model))
+
+    return app
+
+
+def _command_route(desk: TicketDesk, command: str, body_model: type[BaseModel]) -> Callable[..., schemas.TicketRead]:
+    def run(reference, body, ctx):  # type: ignore[no-untyped-def]  # annotated below, per command
+        arguments = body.model_dump(exclude={"expected_version"})
+        ticket = desk.act(
+            reference, command, expected_version=body.expected_version,
+            actor=ctx.actor, correlation_id=ctx.correlation_id, **arguments,
+        )
+        return schemas.TicketRead.of(ticket)
+
+    run.__name__ = command
+    run.__annotations__ = {"reference": TicketRef, "body": body_model, "ctx": Ctx, "return": schemas.TicketRead}
+    return run
+
+
+def _store_reachable(desk: TicketDesk) -> bool:
+    try:
+        desk.store.recorder.max_notification_id()
+    except Exception:  # noqa: BLE001 - any failure here means "not ready", which is the answer
+        return False
+    return True

@@ -1,0 +1,59 @@
+"""RFC 9457 problem responses: every error leaves the API as application/problem+json,
+mapped once here from typed domain errors and request validation."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from shared.domain.errors import DomainError, IdempotencyKeyReused
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+
+
+def problem(request: Request, status: int, slug: str, title: str, detail: str, **extra: Any) -> JSONResponse:
+    body = {"type": f"/problems/{slug}", "title": title, "status": status, "detail": detail, "instance": request.url.path}
+    return JSONResponse(body | extra, status_code=status, media_type=PROBLEM_JSON)
+
+
+def _field(location: tuple[Any, ...]) -> str:
+    # ("body", "site", "city") → "site.city"; headers and query keep their prefix.
+    parts = [str(p) for p in location]
+    return ".".join(parts[1:] if parts and parts[0] == "body" and len(parts) > 1 else parts)
+
+
+async def on_validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
+    errors = [{"field": _field(e["loc"]), "message": e["msg"]} for e in error.errors()]
+    fields = ", ".join(dict.fromkeys(e["field"] for e in errors))
+    return problem(request, 422, "invalid-request", "Request is not valid", f"invalid: {fields}", errors=errors)
+
+
+async def on_domain_error(request: Request, error: DomainError) -> JSONResponse:
+    extra = {"errors": [{"field": error.field, "message": str(error)}]} if isinstance(error, IdempotencyKeyReused) else {}
+    return problem(request, error.status, error.slug, error.title, str(error), **extra)
+
+
+_HTTP_SLUGS = {400: "malformed-request", 404: "not-found", 405: "method-not-allowed", 413: "body-too-large"}
+
+
+async def on_http_error(request: Request, error: HTTPException) -> JSONResponse:
+    slug = _HTTP_SLUGS.get(error.status_code, f"http-{error.status_code}")
+    return problem(request, error.status_code, slug, str(error.detail), str(error.detail))
+
+
+async def on_unexpected(request: Request, error: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return problem(request, 500, "internal-error", "Internal error", "the error was logged; nothing was recorded")
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(DomainError, on_domain_error)
+    app.add_exception_handler(HTTPException, on_http_error)
+    app.add_exception_handler(Exception, on_unexpected)

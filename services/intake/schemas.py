@@ -1,0 +1,179 @@
+"""The API's request and response bodies. Strict: unknown fields are refused and every
+string has a length limit, so a client learns at once which field is wrong."""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from shared.domain.ticket import Category, Channel, Severity, Status, Ticket
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Text = Annotated[str, StringConstraints(max_length=20_000)]
+Short = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Site(Strict):
+    city: Name = Field(description="City of the site, e.g. 汉中.")
+    region: Short | None = None
+    address: Short | None = None
+    zone: Annotated[str, StringConstraints(pattern=r"^(in_city|suburban|out_of_town)$")] | None = Field(
+        None, description="in_city, suburban or out_of_town: decides paid on-site targets."
+    )
+
+
+class Device(Strict):
+    product: Short | None = None
+    model: Short | None = None
+    serial: Short | None = None
+
+
+class Contact(Strict):
+    name: Short | None = None
+    phone: Short | None = None
+    email: Short | None = None
+
+
+class Source(Strict):
+    system: Name = Field(description="The system that reported the incident, e.g. zabbix.")
+    reference: Short | None = Field(None, description="That system's own id; a retry with it returns the same ticket.")
+
+
+class TicketCreate(Strict):
+    severity: Severity
+    category: Category = Category.FAULT
+    channel: Channel = Channel.API
+    customer: Name
+    contract: Short | None = None
+    site: Site | None = None
+    device: Device | None = None
+    summary: Name
+    description: Text = ""
+    contact: Contact | None = None
+    source: Source | None = None
+
+    def details(self) -> dict[str, Any]:
+        """The ticket's details as the Opened event records them (empty dicts, not nulls)."""
+        data = self.model_dump(mode="json")
+        return {k: (v if v is not None or k == "contract" else {}) for k, v in data.items()}
+
+
+class Command(Strict):
+    expected_version: int | None = Field(None, ge=1, description="Refuse (409) unless the ticket is at this version.")
+
+
+class Acknowledge(Command):
+    plan: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=5_000)] = Field(
+        description="Contact made and the plan committed to the customer."
+    )
+
+
+class AddComment(Command):
+    text: Annotated[str, StringConstraints(min_length=1, max_length=20_000)]
+    public: bool = Field(False, description="Visible to the customer.")
+
+
+class ChangeSeverity(Command):
+    severity: Severity
+    reason: Name
+
+
+class AwaitCustomer(Command):
+    reason: Name
+
+
+class RecordCustomerResponse(Command):
+    message: Text = ""
+
+
+class Arrive(Command):
+    engineer: Name
+    note: Text = ""
+
+
+class Resolve(Command):
+    resolution: Annotated[str, StringConstraints(min_length=1, max_length=20_000)]
+    cause: Text = ""
+
+
+class Confirm(Command):
+    satisfaction: int | None = Field(None, ge=1, le=5, description="1 (very unhappy) to 5 (very happy).")
+    comment: Text = ""
+
+
+class Reopen(Command):
+    reason: Name
+
+
+class Close(Command):
+    note: Text = ""
+
+
+class Cancel(Command):
+    reason: Name
+
+
+class TicketRead(BaseModel):
+    id: UUID
+    number: str
+    version: int
+    status: Status
+    severity: Severity
+    category: Category
+    channel: Channel
+    customer: str
+    contract: str | None
+    site: dict[str, Any]
+    device: dict[str, Any]
+    summary: str
+    description: str
+    contact: dict[str, Any]
+    source: dict[str, Any]
+    received_at: datetime
+    updated_at: datetime
+    acknowledged_at: datetime | None
+    arrived_at: datetime | None
+    resolved_at: datetime | None
+    confirmed_at: datetime | None
+    closed_at: datetime | None
+    reopen_count: int
+    satisfaction: int | None
+
+    @classmethod
+    def of(cls, ticket: Ticket) -> TicketRead:
+        return cls(
+            id=ticket.id, number=ticket.number, version=ticket.version, status=ticket.status,
+            severity=ticket.severity, category=ticket.category, channel=ticket.channel,
+            customer=ticket.customer, contract=ticket.contract, site=ticket.site, device=ticket.device,
+            summary=ticket.summary, description=ticket.description, contact=ticket.contact, source=ticket.source,
+            received_at=ticket.received_at, updated_at=ticket.modified_on,
+            acknowledged_at=ticket.acknowledged_at, arrived_at=ticket.arrived_at, resolved_at=ticket.resolved_at,
+            confirmed_at=ticket.confirmed_at, closed_at=ticket.closed_at,
+            reopen_count=ticket.reopen_count, satisfaction=ticket.satisfaction,
+        )
+
+
+class HistoryEntry(BaseModel):
+    id: UUID
+    version: int
+    type: str
+    recorded_at: datetime
+    actor: dict[str, str] | None
+    correlation_id: str | None
+    data: dict[str, Any]
+
+
+class FeedEntry(HistoryEntry):
+    position: int
+    ticket_id: UUID
+
+
+class Feed(BaseModel):
+    events: list[FeedEntry]
+    next_after: int = Field(description="Pass as `after` to continue; stable across calls.")

@@ -1,0 +1,25 @@
+"""SQLAlchemy engines for read models, on the same database as the event store."""
+from __future__ import annotations
+
+from urllib.parse import parse_qs, urlsplit, urlunsplit
+
+from sqlalchemy import Engine, create_engine, event
+
+from shared.settings import persistence_env
+
+
+def read_engine(database_url: str) -> Engine:
+    env = persistence_env(database_url)  # also validates the URL and makes the SQLite folder
+    if env["PERSISTENCE_MODULE"].endswith("sqlite"):
+        engine = create_engine(f"sqlite:///{env['SQLITE_DBNAME']}", connect_args={"timeout": 10})
+        event.listen(engine, "connect", _sqlite_wal)
+        return engine
+    url = urlsplit(database_url)
+    schema = parse_qs(url.query).get("schema", ["public"])[0]
+    plain = urlunsplit(("postgresql+psycopg", url.netloc, url.path, "", ""))
+    return create_engine(plain, connect_args={"options": f"-csearch_path={schema}"}, pool_pre_ping=True)
+
+
+def _sqlite_wal(connection, _record) -> None:  # type: ignore[no-untyped-def]
+    # WAL lets the API read the list while a projector writes it.
+    connection.execute("PRAGMA journal_mode=WAL")
