@@ -20,6 +20,7 @@ class Settings(BaseSettings):
         "Default: SQLite at <data_dir>/ticketing.sqlite.",
     )
     nats_url: str | None = Field(None, description="Use this NATS server instead of starting one from the wheel.")
+    nats_port: int = Field(4222, description="Port for the NATS server `make run` starts (a free one if taken).")
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     dispatch_port: int = 8081

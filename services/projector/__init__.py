@@ -1,0 +1,1 @@
+"""Keeps the read models (the ticket list) up to date from the event store."""

@@ -1,0 +1,35 @@
+"""Run the projector: `python -m services.projector`. One job: follow the notification
+log into the read-model tables, each batch committed with its position."""
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+from shared.projections.ticket_list import TicketListProjection
+from shared.read_db import read_engine
+from shared.settings import Settings
+from shared.store import open_store
+
+IDLE_POLL_SECONDS = 0.05
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s projector %(levelname)s %(name)s: %(message)s")
+    settings = Settings()
+    database_url = settings.resolved_database_url()
+    store = open_store(database_url)
+    projection = TicketListProjection(store, read_engine(database_url))
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    logging.getLogger(__name__).info("following the event store into the ticket list")
+    while not stop.is_set():
+        if not projection.catch_up():
+            stop.wait(IDLE_POLL_SECONDS)
+    store.close()
+    projection.engine.dispose()
+
+
+if __name__ == "__main__":
+    main()

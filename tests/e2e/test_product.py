@@ -1,0 +1,135 @@
+"""The product started the way `make run` starts it (real processes, real NATS from
+the wheel), worked over HTTP like a monitoring system and an engineer would."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import nats
+import pytest
+
+from shared.nats_server import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.e2e
+
+
+@dataclass
+class Product:
+    api: str
+    nats_url: str
+    process: subprocess.Popen[str]
+    output: list[str]
+
+
+def _pump(stream, lines: queue.Queue[str]) -> None:  # type: ignore[no-untyped-def]
+    for line in stream:
+        lines.put(line)
+
+
+@pytest.fixture(params=["embedded-sqlite", "postgres"])
+def product(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Product]:
+    http_port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TICKETING_")}
+    env |= {"TICKETING_DATA_DIR": str(tmp_path / "var"), "TICKETING_HTTP_PORT": str(http_port),
+            "TICKETING_NATS_PORT": str(free_port())}
+    if request.param == "postgres":
+        env["TICKETING_DATABASE_URL"] = request.getfixturevalue("postgres_url")
+    process = subprocess.Popen(
+        [sys.executable, "deploy/run.py"], cwd=ROOT, env=env, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=_pump, args=(process.stdout, lines), daemon=True).start()
+    output: list[str] = []
+    deadline = time.monotonic() + 60
+    while not any("Ctrl-C stops everything" in line for line in output):
+        if time.monotonic() > deadline or process.poll() is not None:
+            process.kill()
+            pytest.fail("the product did not start:\n" + "".join(output))
+        try:
+            output.append(lines.get(timeout=0.5))
+        except queue.Empty:
+            continue
+    nats_url = next(line.split()[1] for line in output if line.startswith("NATS"))
+    yield Product(f"http://127.0.0.1:{http_port}", nats_url, process, output)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=30) == 0, "".join(output)
+
+
+async def stream_messages(nats_url: str, expected: int, timeout: float = 15) -> list:
+    client = await nats.connect(nats_url)
+    js = client.jetstream()
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            try:
+                info = await js.stream_info("EVENTS")
+            except nats.js.errors.NotFoundError:
+                info = None
+            if info and info.state.messages >= expected:
+                return [await js.get_msg("EVENTS", seq) for seq in range(1, info.state.last_seq + 1)]
+            await asyncio.sleep(0.1)
+        pytest.fail(f"stream did not reach {expected} messages")
+    finally:
+        await client.close()
+
+
+def wait_for(predicate, timeout: float = 10):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(0.05)
+    pytest.fail("condition not met in time")
+
+
+def test_a_ticket_from_report_to_closure(product: Product) -> None:
+    api = httpx.Client(base_url=product.api, timeout=10)
+    assert api.get("/readyz").json()["checks"] == {"store": True, "nats": True}
+    incident = {
+        "severity": "P1", "channel": "monitoring", "customer": "C-榆林燃气", "site": {"city": "榆林"},
+        "summary": "SCADA 服务器宕机", "source": {"system": "zabbix", "reference": "evt-77"},
+    }
+    opened = api.post("/v1/tickets", json=incident, headers={"Idempotency-Key": "e2e-1"})
+    assert opened.status_code == 201
+    retried = api.post("/v1/tickets", json=incident, headers={"Idempotency-Key": "e2e-1"})
+    assert retried.json()["id"] == opened.json()["id"]
+    number = opened.json()["number"]
+    engineer = {"X-Actor": "engineer:E-榆林-01"}
+    for path, body in [
+        ("acknowledge", {"plan": "on my way"}),
+        ("arrive", {"engineer": "E-榆林-01"}),
+        ("resolve", {"resolution": "power supply replaced"}),
+    ]:
+        assert api.post(f"/v1/tickets/{number}/{path}", json=body, headers=engineer).status_code == 200
+    customer = {"X-Actor": "customer:C-榆林燃气"}
+    assert api.post(f"/v1/tickets/{number}/confirm", json={"satisfaction": 5}, headers=customer).status_code == 200
+    closed = api.post(f"/v1/tickets/{number}/close", json={"note": "done"}, headers=engineer)
+    assert closed.json()["status"] == "closed"
+
+    history = api.get(f"/v1/tickets/{number}/events").json()
+    types = ["ticket.opened", "ticket.acknowledged", "ticket.engineer_arrived", "ticket.resolved",
+             "ticket.confirmed", "ticket.closed"]
+    assert [e["type"] for e in history] == types
+
+    messages = asyncio.run(stream_messages(product.nats_url, expected=len(types)))
+    bodies = [json.loads(m.data) for m in messages]
+    assert [b["type"] for b in bodies] == types
+    assert [m.headers["Nats-Msg-Id"] for m in messages] == [e["id"] for e in history]
+    assert [m.subject for m in messages] == [f"events.{t}" for t in types]
+    assert all(b["subject"] == opened.json()["id"] and b["specversion"] == "1.0" for b in bodies)
+
+    listed = wait_for(lambda: api.get("/v1/tickets", params={"status": "closed"}).json()["tickets"])
+    assert [t["number"] for t in listed] == [number]
