@@ -14,6 +14,8 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate
 
 from shared.domain.errors import AlreadyAcknowledged, IllegalTransition, SeverityUnchanged
+from shared.sla.clocks import SlaClocks
+from shared.sla.targets import Plan
 
 
 class Status(StrEnum):
@@ -72,7 +74,12 @@ ALLOWED_FROM: dict[str, frozenset[Status]] = {
     "cancel": _ACTIVE,
     "change_severity": _ACTIVE,
     "comment": frozenset(Status),
+    "request_visit": frozenset({Status.OPEN, Status.ACKNOWLEDGED, Status.AWAITING_CUSTOMER}),
+    "record_callback": frozenset({Status.RESOLVED}),
+    "escalate": _ACTIVE | {Status.RESOLVED},
 }
+
+ESCALATION_LEVELS = ("L1", "L2", "L3", "L4")
 
 Actor = dict[str, str]  # {"kind": "client" | "engineer" | "customer" | "service", "id": ...}
 
@@ -140,6 +147,11 @@ class Ticket(Aggregate):
         self.reopen_count = 0
         self.comment_count = 0
         self.satisfaction: int | None = None
+        self.sla = SlaClocks()
+        self.sla_plan: Plan | None = None
+        self.entitlement: dict[str, Any] = {}
+        self.no_commitment_reason: str | None = None
+        self.escalation_level = "L1"
 
     @property
     def received_at(self) -> datetime:
@@ -229,6 +241,55 @@ class Ticket(Aggregate):
         self._check("cancel")
         self.trigger_event(self.Cancelled, timestamp=at, reason=reason, actor=actor, correlation_id=correlation_id)
 
+    # -- SLA: commitments, alerts and escalation ----------------------------------
+
+    def commit_sla(
+        self, *, plan: Plan, entitlement: dict[str, Any], start: datetime, restart: bool, reason: str,
+        at: datetime, actor: Actor, correlation_id: str,
+    ) -> None:
+        """Record the targets owed (at opening, or recomputed on a severity change)."""
+        self.trigger_event(
+            self.SlaCommitted, timestamp=at, plan=plan.to_data(), entitlement=entitlement, start=start,
+            restart=restart, reason=reason, actor=actor, correlation_id=correlation_id,
+        )
+
+    def record_no_commitment(self, *, reason: str, entitlement: dict[str, Any], at: datetime, actor: Actor, correlation_id: str) -> None:
+        self.trigger_event(
+            self.NoSlaCommitment, timestamp=at, reason=reason, entitlement=entitlement,
+            actor=actor, correlation_id=correlation_id,
+        )
+
+    def request_visit(self, *, reason: str, at: datetime, actor: Actor, correlation_id: str) -> None:
+        self._check("request_visit")
+        self.trigger_event(self.VisitRequested, timestamp=at, reason=reason, actor=actor, correlation_id=correlation_id)
+
+    def record_callback(self, *, note: str, at: datetime, actor: Actor, correlation_id: str) -> None:
+        self._check("record_callback")
+        self.trigger_event(self.CallbackRecorded, timestamp=at, note=note, actor=actor, correlation_id=correlation_id)
+
+    def escalate(self, *, level: str, reason: str, trigger: str, at: datetime, actor: Actor, correlation_id: str) -> None:
+        self._check("escalate")
+        if level not in ESCALATION_LEVELS:
+            raise IllegalTransition("escalate", self.status, f"unknown escalation level {level!r}")
+        if ESCALATION_LEVELS.index(level) <= ESCALATION_LEVELS.index(self.escalation_level):
+            raise IllegalTransition("escalate", self.status, f"ticket {self.number} is already at {self.escalation_level}")
+        self.trigger_event(
+            self.Escalated, timestamp=at, level=level, previous=self.escalation_level, reason=reason,
+            trigger=trigger, actor=actor, correlation_id=correlation_id,
+        )
+
+    def record_sla_alert(self, *, kind: str, target: str, cycle: int, due_at: datetime, at: datetime, actor: Actor, correlation_id: str) -> bool:
+        """Record a warning or breach once per target and cycle. A stale or repeated
+        alert (the clock moved on, or another instance was first) records nothing."""
+        clock = self.sla.clocks.get(target)
+        if clock is None or clock.cycle != cycle or not clock.running:
+            return False
+        if (clock.breached if kind == "breach" else clock.warned or clock.breached):
+            return False
+        event = self.SlaBreached if kind == "breach" else self.SlaWarning
+        self.trigger_event(event, timestamp=at, target=target, cycle=cycle, due_at=due_at, actor=actor, correlation_id=correlation_id)
+        return True
+
     # -- events: state assignment only -----------------------------------------
 
     class Acknowledged(Event):
@@ -237,6 +298,7 @@ class Ticket(Aggregate):
         def apply(self, ticket: Ticket) -> None:
             ticket.status = Status.ACKNOWLEDGED
             ticket.acknowledged_at = self.timestamp
+            ticket.sla.meet("response", self.timestamp)
 
     class Commented(Event):
         text: str
@@ -259,6 +321,7 @@ class Ticket(Aggregate):
         def apply(self, ticket: Ticket) -> None:
             ticket.resume_status = ticket.status
             ticket.status = Status.AWAITING_CUSTOMER
+            ticket.sla.pause(self.timestamp)
 
     class CustomerResponded(Event):
         message: str
@@ -266,6 +329,7 @@ class Ticket(Aggregate):
         def apply(self, ticket: Ticket) -> None:
             ticket.status = ticket.resume_status or Status.ACKNOWLEDGED
             ticket.resume_status = None
+            ticket.sla.resume(self.timestamp)
 
     class EngineerArrived(Event):
         engineer: str
@@ -274,6 +338,7 @@ class Ticket(Aggregate):
         def apply(self, ticket: Ticket) -> None:
             ticket.status = Status.ON_SITE
             ticket.arrived_at = self.timestamp
+            ticket.sla.meet("on_site", self.timestamp)
 
     class Resolved(Event):
         resolution: str
@@ -282,6 +347,9 @@ class Ticket(Aggregate):
         def apply(self, ticket: Ticket) -> None:
             ticket.status = Status.RESOLVED
             ticket.resolved_at = self.timestamp
+            ticket.sla.meet("resolution", self.timestamp)
+            ticket.sla.stop(self.timestamp, targets=("on_site",))  # fixed without a visit: none is owed now
+            ticket.sla.start("callback", self.timestamp)
 
     class Confirmed(Event):
         satisfaction: int | None
@@ -291,6 +359,7 @@ class Ticket(Aggregate):
             ticket.status = Status.CONFIRMED
             ticket.confirmed_at = self.timestamp
             ticket.satisfaction = self.satisfaction
+            ticket.sla.meet("callback", self.timestamp)
 
     class Reopened(Event):
         reason: str
@@ -301,6 +370,9 @@ class Ticket(Aggregate):
             ticket.reopen_count += 1
             ticket.resolved_at = None
             ticket.confirmed_at = None
+            # A new resolution cycle from now: a reopen never breaches at once.
+            ticket.sla.start("resolution", self.timestamp)
+            ticket.sla.stop(self.timestamp, targets=("callback",))
 
     class Closed(Event):
         note: str
@@ -308,6 +380,7 @@ class Ticket(Aggregate):
         def apply(self, ticket: Ticket) -> None:
             ticket.status = Status.CLOSED
             ticket.closed_at = self.timestamp
+            ticket.sla.stop(self.timestamp)
 
     class Cancelled(Event):
         reason: str
@@ -315,3 +388,65 @@ class Ticket(Aggregate):
         def apply(self, ticket: Ticket) -> None:
             ticket.status = Status.CANCELLED
             ticket.closed_at = self.timestamp
+            ticket.sla.stop(self.timestamp)
+
+    class SlaCommitted(Event):
+        cloud_type = "sla.committed"
+        plan: dict[str, Any]
+        entitlement: dict[str, Any]
+        start: datetime
+        restart: bool
+        reason: str
+
+        def apply(self, ticket: Ticket) -> None:
+            ticket.sla_plan = Plan.from_data(self.plan)
+            ticket.entitlement = self.entitlement
+            ticket.sla.commit(ticket.sla_plan, self.start, restart=self.restart)
+
+    class NoSlaCommitment(Event):
+        cloud_type = "sla.no_commitment"
+        reason: str
+        entitlement: dict[str, Any]
+
+        def apply(self, ticket: Ticket) -> None:
+            ticket.no_commitment_reason = self.reason
+            ticket.entitlement = self.entitlement
+
+    class VisitRequested(Event):
+        reason: str
+
+        def apply(self, ticket: Ticket) -> None:
+            ticket.sla.start_if_idle("on_site", self.timestamp)
+
+    class CallbackRecorded(Event):
+        note: str
+
+        def apply(self, ticket: Ticket) -> None:
+            ticket.sla.meet("callback", self.timestamp)
+
+    class SlaWarning(Event):
+        cloud_type = "sla.warning"
+        target: str
+        cycle: int
+        due_at: datetime
+
+        def apply(self, ticket: Ticket) -> None:
+            ticket.sla.clocks[self.target].warned = True
+
+    class SlaBreached(Event):
+        cloud_type = "sla.breached"
+        target: str
+        cycle: int
+        due_at: datetime
+
+        def apply(self, ticket: Ticket) -> None:
+            ticket.sla.clocks[self.target].breached = True
+
+    class Escalated(Event):
+        level: str
+        previous: str
+        reason: str
+        trigger: str  # "manual", or "breach:<target>"
+
+        def apply(self, ticket: Ticket) -> None:
+            ticket.escalation_level = self.level

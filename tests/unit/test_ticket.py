@@ -24,6 +24,9 @@ ARGUMENTS = {
     "reopen": {"reason": "again"},
     "close": {"note": ""},
     "cancel": {"reason": "duplicate"},
+    "request_visit": {"reason": "needs hands on the device"},
+    "record_callback": {"note": "customer confirms by phone"},
+    "escalate": {"level": "L2", "reason": "customer complaint", "trigger": "manual"},
 }
 
 # The shortest path of commands that brings a new ticket into each status.
@@ -51,6 +54,9 @@ EXPECTED = {
     "cancel": {s: Status.CANCELLED for s in (Status.OPEN, Status.ACKNOWLEDGED, Status.ON_SITE, Status.AWAITING_CUSTOMER)},
     "change_severity": {s: s for s in (Status.OPEN, Status.ACKNOWLEDGED, Status.ON_SITE, Status.AWAITING_CUSTOMER)},
     "comment": {s: s for s in Status},
+    "request_visit": {s: s for s in (Status.OPEN, Status.ACKNOWLEDGED, Status.AWAITING_CUSTOMER)},
+    "record_callback": {Status.RESOLVED: Status.RESOLVED},
+    "escalate": {s: s for s in (Status.OPEN, Status.ACKNOWLEDGED, Status.ON_SITE, Status.AWAITING_CUSTOMER, Status.RESOLVED)},
 }
 
 
@@ -91,6 +97,15 @@ def test_acknowledging_twice_is_its_own_error() -> None:
     ticket = ticket_in(Status.ON_SITE)
     with pytest.raises(AlreadyAcknowledged, match="already acknowledged"):
         ticket.acknowledge(at=T0, plan="p", **WHO)
+
+
+def test_escalation_only_goes_up_the_ladder() -> None:
+    ticket = new_ticket()
+    ticket.escalate(level="L3", reason="on-site breached", trigger="breach:on_site", at=T0, **WHO)
+    assert ticket.escalation_level == "L3"
+    for level in ("L2", "L3", "L9"):
+        with pytest.raises(IllegalTransition):
+            ticket.escalate(level=level, reason="r", trigger="manual", at=T0, **WHO)
 
 
 def test_resolving_a_closed_ticket_says_so() -> None:
