@@ -64,7 +64,12 @@ def main() -> int:
     settings = Settings()
     data_dir = settings.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    env = os.environ | {"TICKETING_DATA_DIR": str(data_dir), "TICKETING_DATABASE_URL": settings.resolved_database_url()}
+    env = os.environ | {
+        "TICKETING_DATA_DIR": str(data_dir),
+        "TICKETING_DATABASE_URL": settings.resolved_database_url(),
+        # The demo contracts, unless told otherwise; loading them again records nothing.
+        "TICKETING_CONTRACTS_FILE": str(settings.contracts_file or Path(__file__).parent / "contracts.toml"),
+    }
     processes: list[subprocess.Popen[bytes]] = []
     interrupted = False
 

@@ -1,4 +1,4 @@
-"""Wiring in one place: settings → store → desk → read models → API."""
+"""Wiring in one place: settings → store → policy → desk → read models → API."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -8,22 +8,31 @@ from fastapi import FastAPI
 
 from services.intake.app import create_app
 from shared.clock import Clock, SystemClock
+from shared.contracts import ContractBook
 from shared.desk import TicketDesk
+from shared.projections.contract_list import ContractListProjection
 from shared.projections.ticket_list import TicketListProjection
 from shared.read_db import read_engine
 from shared.settings import Settings
+from shared.sla.commitments import Commitments
+from shared.sla.policy import Policy, load_policy
 from shared.store import open_store
+
+CONTRACTS_FILE_ACTOR = {"kind": "service", "id": "contracts-file"}
 
 
 @dataclass
 class Intake:
+    policy: Policy
     desk: TicketDesk
+    contracts: ContractBook
     ticket_list: TicketListProjection
+    contract_list: ContractListProjection
     app: FastAPI = field(init=False)
 
     def close(self) -> None:
         self.desk.store.close()
-        self.ticket_list.engine.dispose()
+        self.ticket_list.engine.dispose()  # the contract list shares this engine
 
 
 def intake(
@@ -33,10 +42,19 @@ def intake(
     ready: Callable[[], dict[str, bool]] = lambda: {},
 ) -> Intake:
     database_url = settings.resolved_database_url()
+    clock = clock or SystemClock()
     store = open_store(database_url)
+    engine = read_engine(database_url)
+    policy = load_policy(settings.policy_file)
+    contracts = ContractBook(store, clock, levels=policy.levels)
+    if settings.contracts_file:
+        contracts.load_file(settings.contracts_file, actor=CONTRACTS_FILE_ACTOR)
     parts = Intake(
-        desk=TicketDesk(store, clock or SystemClock(), settings.time_zone),
-        ticket_list=TicketListProjection(store, read_engine(database_url)),
+        policy=policy,
+        desk=TicketDesk(store, clock, settings.time_zone, Commitments(policy, contracts)),
+        contracts=contracts,
+        ticket_list=TicketListProjection(store, engine),
+        contract_list=ContractListProjection(store, engine),
     )
-    parts.app = create_app(parts.desk, parts.ticket_list, ready=ready)
+    parts.app = create_app(parts.desk, parts.ticket_list, policy, contracts, parts.contract_list, ready=ready)
     return parts

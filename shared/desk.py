@@ -22,6 +22,7 @@ from shared.clock import Clock
 from shared.domain.errors import IdempotencyKeyReused, TicketNotFound, VersionConflict
 from shared.domain.numbering import TicketNumberIssued, format_number, numbers_stream_id, parse_number
 from shared.domain.ticket import Actor, Ticket
+from shared.sla.commitments import Commitments
 from shared.store import EventStore
 
 _SAVE_ATTEMPTS = 20
@@ -53,10 +54,13 @@ def request_digest(details: dict[str, Any]) -> str:
 
 
 class TicketDesk:
-    def __init__(self, store: EventStore, clock: Clock, zone: str = "Asia/Shanghai") -> None:
+    def __init__(
+        self, store: EventStore, clock: Clock, zone: str = "Asia/Shanghai", commitments: Commitments | None = None
+    ) -> None:
         self.store = store
         self.clock = clock
         self.zone = ZoneInfo(zone)
+        self.commitments = commitments
         self._numbering = threading.Lock()
         self._last_number: dict[int, int] = {}
 
@@ -116,6 +120,8 @@ class TicketDesk:
                     id=ticket_id, at=at, actor=actor, correlation_id=correlation_id,
                     number=number, request_digest=digest, **details,
                 )
+                if self.commitments:
+                    self.commitments.on_open(ticket, at=at, correlation_id=correlation_id)
                 issued = TicketNumberIssued(
                     originator_id=numbers_stream_id(year), originator_version=sequence,
                     timestamp=at, ticket_id=ticket_id, number=number,
@@ -139,7 +145,11 @@ class TicketDesk:
         return self._last_number[year] + 1
 
     def _replay(self, ticket_id: UUID, digest: str, token: IdempotencyToken) -> Opened:
-        first = self.get(ticket_id, version=1)
+        """The ticket as the first request left it: its Opened event and the SLA
+        commitment saved with it, whatever happened to the ticket since."""
+        first_two = list(self.store.events.get(ticket_id, lte=2))
+        opening = first_two[:1] + [e for e in first_two[1:] if _part_of_opening(e)]
+        first = self.get(ticket_id, version=len(opening))
         if first.request_digest != digest:
             raise IdempotencyKeyReused(token.field, first.number)
         return Opened(first, replayed=True)
@@ -162,7 +172,10 @@ class TicketDesk:
             ticket = self.get(reference)
             if expected_version is not None and ticket.version != expected_version:
                 raise VersionConflict(expected_version, ticket.version)
-            getattr(ticket, command)(at=self._at(ticket), actor=actor, correlation_id=correlation_id, **arguments)
+            at = self._at(ticket)
+            getattr(ticket, command)(at=at, actor=actor, correlation_id=correlation_id, **arguments)
+            if command == "change_severity" and self.commitments:
+                self.commitments.on_severity_change(ticket, at=at, correlation_id=correlation_id)
             try:
                 self.store.save(ticket)
             except RecordConflictError:
@@ -173,3 +186,7 @@ class TicketDesk:
     def _at(self, ticket: Ticket) -> datetime:
         # A replica whose clock lags must not record an event before the one it follows.
         return max(self.clock.now(), ticket.modified_on)
+
+
+def _part_of_opening(event: Ticket.Event) -> bool:
+    return isinstance(event, Ticket.NoSlaCommitment) or (isinstance(event, Ticket.SlaCommitted) and event.reason == "opened")

@@ -25,6 +25,7 @@ class Settings(BaseSettings):
     http_port: int = 8080
     dispatch_port: int = 8081
     policy_file: Path = Field(ROOT / "deploy" / "policy.toml", description="The SLA policy (calendars, targets).")
+    contracts_file: Path | None = Field(None, description="Contracts loaded (upserted) at start, e.g. deploy/contracts.toml.")
     time_zone: str = Field("Asia/Shanghai", description="Local zone for ticket numbers' year.")
     stream_name: str = Field("EVENTS", description="The JetStream stream every recorded event is relayed to.")
 

@@ -16,9 +16,16 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
 
 from services.intake import problems, schemas
+from services.intake.contracts import contracts_router
+from shared.contracts import ContractBook
 from shared.desk import IdempotencyToken, TicketDesk
+from shared.domain.entitlement import entitlement
+from shared.domain.ticket import Ticket
 from shared.event_format import history_entry, is_internal
+from shared.projections.contract_list import ContractListProjection
 from shared.projections.ticket_list import TicketFilter, TicketListProjection
+from shared.sla.policy import CALLBACK, Policy
+from shared.sla.targets import Facts, due_from, plan_targets
 
 _ACTOR = re.compile(r"^(client|engineer|customer|agent|service):[^\s:]{1,100}$")
 
@@ -62,12 +69,18 @@ COMMANDS: list[tuple[str, str, type[schemas.Command], str]] = [
     ("reopen", "reopen", schemas.Reopen, "Not fixed after all: a new resolution cycle."),
     ("close", "close", schemas.Close, "Close a resolved or confirmed ticket."),
     ("cancel", "cancel", schemas.Cancel, "Cancel an active ticket."),
+    ("visit-request", "request_visit", schemas.RequestVisit, "A visit is needed: the on-site target applies from now."),
+    ("callback", "record_callback", schemas.RecordCallback, "The customer was called back after the resolution."),
+    ("escalate", "escalate", schemas.Escalate, "Escalate by hand, e.g. a complaint about the engineer."),
 ]
 
 
 def create_app(
     desk: TicketDesk,
     ticket_list: TicketListProjection,
+    policy: Policy,
+    contracts: ContractBook,
+    contract_list: ContractListProjection,
     *,
     ready: Callable[[], dict[str, bool]] = lambda: {},
 ) -> FastAPI:
@@ -77,6 +90,7 @@ def create_app(
         description="Open incidents, run ticket commands, and read any ticket's full event history.",
     )
     problems.install(app)
+    app.include_router(contracts_router(contracts, contract_list, context))
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, str]:
@@ -108,7 +122,7 @@ def create_app(
         response.headers["Location"] = f"/v1/tickets/{opened.ticket.id}"
         if opened.replayed:
             response.headers["Idempotent-Replayed"] = "true"
-        return schemas.TicketRead.of(opened.ticket)
+        return as_recorded(opened.ticket)
 
     @app.get("/v1/tickets", tags=["tickets"])
     def list_tickets(
@@ -128,7 +142,9 @@ def create_app(
         reference: TicketRef,
         version: Annotated[int | None, Query(ge=1, description="The state it had at this version.")] = None,
     ) -> schemas.TicketRead:
-        return schemas.TicketRead.of(desk.get(reference, version=version))
+        """The ticket now, with each SLA target's state; with `version`, as it stood then."""
+        ticket = desk.get(reference, version=version)
+        return as_recorded(ticket) if version else schemas.TicketRead.of(ticket, policy, desk.clock.now())
 
     @app.get("/v1/tickets/{reference}/events", tags=["tickets"], response_model=list[schemas.HistoryEntry])
     def ticket_history(reference: TicketRef) -> list[dict[str, Any]]:
@@ -140,14 +156,48 @@ def create_app(
         after: Annotated[int, Query(ge=0, description="Position to continue after (0 = from the start).")] = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> dict[str, Any]:
-        """Every recorded event of every ticket, in the order it was recorded."""
+        """Every recorded event (tickets, contracts, ...) in the order it was recorded."""
         notifications = desk.store.recorder.select_notifications(after, limit, inclusive_of_start=False)
         events = []
         for notification in notifications:
             event = desk.store.decode(notification)
             if not is_internal(event):
-                events.append(history_entry(event) | {"position": notification.id, "ticket_id": event.originator_id})
+                events.append(history_entry(event) | {"position": notification.id, "stream_id": event.originator_id})
         return {"events": events, "next_after": notifications[-1].id if notifications else after}
+
+    @app.post("/v1/sla/quote", tags=["sla"], response_model=schemas.Quote)
+    def quote(body: schemas.QuoteRequest) -> schemas.Quote:
+        """What a hotline agent tells the customer: the due instant of every target."""
+        start = body.start or desk.clock.now()
+        if body.contract is not None:
+            owed = entitlement(contracts.find(body.contract), start, contract_code=body.contract)
+            terms = Facts(str(body.severity), str(body.category), owed.level or "", owed.tier, body.zone or owed.zone, owed.billable)
+        else:
+            owed = None
+            terms = Facts(str(body.severity), str(body.category), body.level or "", body.tier, body.zone)
+        if owed is not None and not owed.committed:
+            return schemas.Quote(committed=False, reason=owed.reason, policy_version=policy.version, level=None,
+                                 severity=None, raised_by=[], on_site_owed=False, unverified_years=[], targets=[])
+        if terms.level not in policy.levels:
+            raise RequestValidationError([{
+                "loc": ("body", "level"), "type": "value_error",
+                "msg": f"give a contract or a service level, one of {sorted(policy.levels)}",
+            }])
+        plan = plan_targets(policy, terms, start)
+        return schemas.Quote(
+            committed=True, reason=None, policy_version=plan.policy_version, level=plan.level, severity=plan.severity,
+            raised_by=list(plan.raised_by), on_site_owed=plan.on_site_by_default,
+            unverified_years=list(plan.unverified_years),
+            targets=[
+                schemas.QuotedTarget(target=t.target, rule=t.rule, calendar=t.calendar, seconds=t.seconds,
+                                     due_at=None if t.target == CALLBACK else due_from(policy, t, start))
+                for t in plan.targets
+            ],
+        )
+
+    def as_recorded(ticket: Ticket) -> schemas.TicketRead:
+        # SLA state at the ticket's last event: a stored response stays identical on replay.
+        return schemas.TicketRead.of(ticket, policy, ticket.modified_on)
 
     for path, command, body_model, summary in COMMANDS:
         app.post(
@@ -155,19 +205,21 @@ def create_app(
             tags=["ticket commands"],
             summary=summary,
             response_model=schemas.TicketRead,
-        )(_command_route(desk, command, body_model))
+        )(_command_route(desk, command, body_model, as_recorded))
 
     return app
 
 
-def _command_route(desk: TicketDesk, command: str, body_model: type[BaseModel]) -> Callable[..., schemas.TicketRead]:
+def _command_route(
+    desk: TicketDesk, command: str, body_model: type[BaseModel], respond: Callable[[Ticket], schemas.TicketRead]
+) -> Callable[..., schemas.TicketRead]:
     def run(reference, body, ctx):  # type: ignore[no-untyped-def]  # annotated below, per command
         arguments = body.model_dump(exclude={"expected_version"})
         ticket = desk.act(
             reference, command, expected_version=body.expected_version,
             actor=ctx.actor, correlation_id=ctx.correlation_id, **arguments,
         )
-        return schemas.TicketRead.of(ticket)
+        return respond(ticket)
 
     run.__name__ = command
     run.__annotations__ = {"reference": TicketRef, "body": body_model, "ctx": Ctx, "return": schemas.TicketRead}

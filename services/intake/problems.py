@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from shared.domain.errors import DomainError, IdempotencyKeyReused
+from shared.domain.errors import DomainError
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,8 @@ async def on_validation_error(request: Request, error: RequestValidationError) -
 
 
 async def on_domain_error(request: Request, error: DomainError) -> JSONResponse:
-    extra = {"errors": [{"field": error.field, "message": str(error)}]} if isinstance(error, IdempotencyKeyReused) else {}
+    field = getattr(error, "field", None)
+    extra = {"errors": [{"field": field, "message": str(error)}]} if field else {}
     return problem(request, error.status, error.slug, error.title, str(error), **extra)
 
 

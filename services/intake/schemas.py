@@ -3,12 +3,14 @@ string has a length limit, so a client learns at once which field is wrong."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
 from shared.domain.ticket import Category, Channel, Severity, Status, Ticket
+from shared.sla.clocks import ClockState, view
+from shared.sla.policy import Policy
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Text = Annotated[str, StringConstraints(max_length=20_000)]
@@ -119,6 +121,89 @@ class Cancel(Command):
     reason: Name
 
 
+class RequestVisit(Command):
+    reason: Name
+
+
+class RecordCallback(Command):
+    note: Text = ""
+
+
+class Escalate(Command):
+    level: Literal["L2", "L3", "L4"]
+    reason: Name
+
+
+class TargetRead(BaseModel):
+    target: str
+    state: ClockState
+    cycle: int
+    rule: str = Field(description="What set this target: 'table', 'callback' or a policy rule's name.")
+    calendar: str
+    policy_version: str
+    target_seconds: float
+    started_at: datetime | None
+    due_at: datetime | None = Field(description="None while paused before the target was used up.")
+    warning_at: datetime | None
+    met_at: datetime | None
+    elapsed_seconds: float = Field(description="Working seconds used in this cycle.")
+    remaining_seconds: float
+
+
+class SlaRead(BaseModel):
+    committed: bool
+    reason: str | None = Field(description="Why nothing is owed (no, unknown or expired contract).")
+    billable: bool | None
+    policy_version: str | None
+    level: str | None
+    severity: Severity | None = Field(description="The effective severity after rules such as VIP priority.")
+    unverified_years: list[int] = Field(description="Years a deadline reaches without an official holiday schedule.")
+    escalation_level: str
+    targets: list[TargetRead]
+
+    @classmethod
+    def of(cls, ticket: Ticket, policy: Policy, now: datetime) -> SlaRead:
+        plan = ticket.sla_plan
+        return cls(
+            committed=plan is not None, reason=ticket.no_commitment_reason,
+            billable=ticket.entitlement.get("billable"),
+            policy_version=plan.policy_version if plan else None, level=plan.level if plan else None,
+            severity=plan.severity if plan else None, unverified_years=list(plan.unverified_years) if plan else [],
+            escalation_level=ticket.escalation_level,
+            targets=[TargetRead(**vars(view(clock, policy, now))) for clock in ticket.sla.clocks.values()],
+        )
+
+
+class QuoteRequest(Strict):
+    severity: Severity
+    contract: Short | None = Field(None, description="Quote on this contract's terms...")
+    level: Short | None = Field(None, description="...or on this service level (standard, premium).")
+    category: Category = Category.FAULT
+    zone: Annotated[str, StringConstraints(pattern=r"^(in_city|suburban|out_of_town)$")] | None = None
+    tier: Literal["normal", "vip"] = "normal"
+    start: AwareDatetime | None = Field(None, description="Received instant; default now.")
+
+
+class QuotedTarget(BaseModel):
+    target: str
+    rule: str
+    calendar: str
+    seconds: float
+    due_at: datetime | None = Field(description="None for the callback, which counts from the resolution.")
+
+
+class Quote(BaseModel):
+    committed: bool
+    reason: str | None
+    policy_version: str
+    level: str | None
+    severity: Severity | None
+    raised_by: list[str]
+    on_site_owed: bool
+    unverified_years: list[int]
+    targets: list[QuotedTarget]
+
+
 class TicketRead(BaseModel):
     id: UUID
     number: str
@@ -144,9 +229,10 @@ class TicketRead(BaseModel):
     closed_at: datetime | None
     reopen_count: int
     satisfaction: int | None
+    sla: SlaRead
 
     @classmethod
-    def of(cls, ticket: Ticket) -> TicketRead:
+    def of(cls, ticket: Ticket, policy: Policy, now: datetime) -> TicketRead:
         return cls(
             id=ticket.id, number=ticket.number, version=ticket.version, status=ticket.status,
             severity=ticket.severity, category=ticket.category, channel=ticket.channel,
@@ -156,6 +242,7 @@ class TicketRead(BaseModel):
             acknowledged_at=ticket.acknowledged_at, arrived_at=ticket.arrived_at, resolved_at=ticket.resolved_at,
             confirmed_at=ticket.confirmed_at, closed_at=ticket.closed_at,
             reopen_count=ticket.reopen_count, satisfaction=ticket.satisfaction,
+            sla=SlaRead.of(ticket, policy, now),
         )
 
 
@@ -171,7 +258,7 @@ class HistoryEntry(BaseModel):
 
 class FeedEntry(HistoryEntry):
     position: int
-    ticket_id: UUID
+    stream_id: UUID = Field(description="The ticket (or contract) the event belongs to.")
 
 
 class Feed(BaseModel):

@@ -1,11 +1,13 @@
 """Run the projector: `python -m services.projector`. One job: follow the notification
-log into the read-model tables, each batch committed with its position."""
+log into the read-model tables (ticket list, contract list), each batch committed
+with its position."""
 from __future__ import annotations
 
 import logging
 import signal
 import threading
 
+from shared.projections.contract_list import ContractListProjection
 from shared.projections.ticket_list import TicketListProjection
 from shared.read_db import read_engine
 from shared.settings import Settings
@@ -19,16 +21,18 @@ def main() -> None:
     settings = Settings()
     database_url = settings.resolved_database_url()
     store = open_store(database_url)
-    projection = TicketListProjection(store, read_engine(database_url))
+    engine = read_engine(database_url)
+    projections = (TicketListProjection(store, engine), ContractListProjection(store, engine))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    logging.getLogger(__name__).info("following the event store into the ticket list")
+    logging.getLogger(__name__).info("following the event store into the ticket and contract lists")
     while not stop.is_set():
-        if not projection.catch_up():
+        # Every projection catches up on each pass (sum, not any: no short-circuit).
+        if not sum(projection.catch_up() for projection in projections):
             stop.wait(IDLE_POLL_SECONDS)
     store.close()
-    projection.engine.dispose()
+    engine.dispose()
 
 
 if __name__ == "__main__":

@@ -61,3 +61,25 @@ class IdempotencyKeyReused(DomainError):
         super().__init__(
             f"{field} was already used to open ticket {ticket_number} with a different body"
         )
+
+
+class ContractNotFound(DomainError):
+    status = 404
+    slug = "contract-not-found"
+    title = "Contract not found"
+
+    def __init__(self, code: str) -> None:
+        super().__init__(f"no contract {code!r}")
+
+
+class InvalidContractTerms(DomainError):
+    """A contract's code or terms break a rule; `field` names the offending term."""
+
+    status = 422
+    slug = "invalid-contract-terms"
+    title = "Contract terms are not valid"
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{field}: {reason}")

@@ -29,9 +29,16 @@ INCIDENT = {
 ENGINEER = {"X-Actor": "engineer:E-017"}
 
 
+CONTRACT = {
+    "customer": "C-汉中电力", "level": "premium", "valid_from": "2026-01-01", "valid_to": "2026-12-31",
+    "warranty_until": "2026-12-31", "region": "汉中", "zone": "in_city",
+}
+
+
 @pytest.fixture
 def service(database_url: str, clock: FakeClock) -> Iterator[Intake]:
     parts = intake(Settings(database_url=database_url), clock=clock)
+    parts.contracts.put("K-2026-017", CONTRACT, actor={"kind": "agent", "id": "admin"}, correlation_id="setup")
     yield parts
     parts.close()
 
@@ -43,7 +50,8 @@ async def api(service: Intake) -> AsyncIterator[httpx.AsyncClient]:
 
 
 def event_count(service: Intake) -> int:
-    return service.desk.store.recorder.max_notification_id() or 0
+    """Events recorded since the fixture registered its contract."""
+    return (service.desk.store.recorder.max_notification_id() or 0) - 1
 
 
 async def open_ticket(api: httpx.AsyncClient, **changes: object) -> dict:
@@ -105,7 +113,7 @@ async def test_twenty_concurrent_identical_posts_make_one_ticket(api: httpx.Asyn
     assert {r.status_code for r in responses} == {201}
     assert len({r.json()["id"] for r in responses}) == 1
     assert sum("idempotent-replayed" not in r.headers for r in responses) == 1
-    assert event_count(service) == 2  # the ticket's Opened and its number
+    assert event_count(service) == 3  # the ticket's Opened, its SLA commitment, and its number
 
 
 async def test_full_lifecycle_is_recorded_in_order(api: httpx.AsyncClient, clock: FakeClock) -> None:
@@ -127,18 +135,19 @@ async def test_full_lifecycle_is_recorded_in_order(api: httpx.AsyncClient, clock
         assert response.status_code == 200, (path, response.text)
     final = (await api.get(f"/v1/tickets/{ticket['number']}")).json()
     assert final["status"] == "closed" and final["severity"] == "P2" and final["satisfaction"] == 5
-    assert final["version"] == 10
+    assert final["version"] == 12
     history = (await api.get(f"/v1/tickets/{ticket['id']}/events")).json()
     assert [e["type"] for e in history] == [
-        "ticket.opened", "ticket.acknowledged", "ticket.commented", "ticket.severity_changed",
-        "ticket.awaiting_customer", "ticket.customer_responded", "ticket.engineer_arrived",
+        "ticket.opened", "sla.committed", "ticket.acknowledged", "ticket.commented", "ticket.severity_changed",
+        "sla.committed", "ticket.awaiting_customer", "ticket.customer_responded", "ticket.engineer_arrived",
         "ticket.resolved", "ticket.confirmed", "ticket.closed",
     ]
-    assert [e["version"] for e in history] == list(range(1, 11))
-    assert history[3]["data"] == {"previous": "P1", "severity": "P2", "reason": "one uplink back"}
-    assert history[1]["actor"] == {"kind": "engineer", "id": "E-017"}
+    assert [e["version"] for e in history] == list(range(1, 13))
+    assert history[4]["data"] == {"previous": "P1", "severity": "P2", "reason": "one uplink back"}
+    assert history[5]["data"]["reason"] == "severity changed to P2"
+    assert history[2]["actor"] == {"kind": "engineer", "id": "E-017"}
     assert history[-1]["recorded_at"] == "2026-11-20T09:45:00Z"
-    as_acknowledged = (await api.get(f"/v1/tickets/{ticket['id']}", params={"version": 2})).json()
+    as_acknowledged = (await api.get(f"/v1/tickets/{ticket['id']}", params={"version": 3})).json()
     assert as_acknowledged["status"] == "acknowledged" and as_acknowledged["severity"] == "P1"
 
 
@@ -155,10 +164,10 @@ async def test_illegal_transitions_and_conflicts_are_409(api: httpx.AsyncClient)
     assert_problem(await api.post(f"/v1/tickets/{ticket['id']}/resolve", json={"resolution": "r"}), 409, "illegal-transition")
     await api.post(f"/v1/tickets/{ticket['id']}/acknowledge", json={"plan": "p"})
     assert_problem(await api.post(f"/v1/tickets/{ticket['id']}/acknowledge", json={"plan": "p"}), 409, "already-acknowledged")
-    stale = await api.post(f"/v1/tickets/{ticket['id']}/comments", json={"text": "t", "expected_version": 1})
-    assert assert_problem(stale, 409, "version-conflict")["detail"] == "expected version 1, ticket is at version 2"
-    fresh = await api.post(f"/v1/tickets/{ticket['id']}/comments", json={"text": "t", "expected_version": 2})
-    assert fresh.json()["version"] == 3
+    stale = await api.post(f"/v1/tickets/{ticket['id']}/comments", json={"text": "t", "expected_version": 2})
+    assert assert_problem(stale, 409, "version-conflict")["detail"] == "expected version 2, ticket is at version 3"
+    fresh = await api.post(f"/v1/tickets/{ticket['id']}/comments", json={"text": "t", "expected_version": 3})
+    assert fresh.json()["version"] == 4
 
 
 async def test_unknown_ticket_is_404(api: httpx.AsyncClient) -> None:
@@ -207,21 +216,24 @@ async def test_malformed_bodies_and_headers_are_4xx_and_record_nothing(api, serv
     ]
     for path, body in bad_commands:
         assert_problem(await api.post(f"/v1/tickets/{ticket['id']}/{path}", json=body), 422, "invalid-request")
-    assert (await api.get(f"/v1/tickets/{ticket['id']}")).json()["version"] == 1
+    assert (await api.get(f"/v1/tickets/{ticket['id']}")).json()["version"] == 2
 
 
 async def test_global_feed_pages_with_stable_positions(api: httpx.AsyncClient) -> None:
     first = await open_ticket(api)
     second = await open_ticket(api, source={"system": "zabbix", "reference": "evt-2"})
     await api.post(f"/v1/tickets/{first['id']}/acknowledge", json={"plan": "p"})
-    page = (await api.get("/v1/events", params={"limit": 2})).json()
+    page = (await api.get("/v1/events", params={"limit": 4})).json()
     rest = (await api.get("/v1/events", params={"after": page["next_after"]})).json()
     events = page["events"] + rest["events"]
-    assert [(e["ticket_id"], e["type"]) for e in events] == [
-        (first["id"], "ticket.opened"), (second["id"], "ticket.opened"), (first["id"], "ticket.acknowledged"),
+    assert [(e["stream_id"], e["type"]) for e in events] == [
+        (events[0]["stream_id"], "contract.registered"),
+        (first["id"], "ticket.opened"), (first["id"], "sla.committed"),
+        (second["id"], "ticket.opened"), (second["id"], "sla.committed"),
+        (first["id"], "ticket.acknowledged"),
     ]
     positions = [e["position"] for e in events]
-    assert positions == sorted(positions) and len(set(positions)) == 3
+    assert positions == sorted(positions) and len(set(positions)) == 6
     assert (await api.get("/v1/events", params={"after": rest["next_after"]})).json()["events"] == []
 
 
