@@ -267,7 +267,9 @@ class Ticket(Aggregate):
         self._check("record_callback")
         self.trigger_event(self.CallbackRecorded, timestamp=at, note=note, actor=actor, correlation_id=correlation_id)
 
-    def escalate(self, *, level: str, reason: str, trigger: str, at: datetime, actor: Actor, correlation_id: str) -> None:
+    def escalate(
+        self, *, level: str, reason: str, at: datetime, actor: Actor, correlation_id: str, trigger: str = "manual"
+    ) -> None:
         self._check("escalate")
         if level not in ESCALATION_LEVELS:
             raise IllegalTransition("escalate", self.status, f"unknown escalation level {level!r}")
