@@ -7,14 +7,12 @@ patch), and each batch is committed with its position in the notification log.
 from __future__ import annotations
 
 from typing import Any
-from uuid import UUID
 
-from sqlalchemy import Column, Date, Engine, Integer, String, Table, func, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Column, Date, Integer, String, Table, func, select
 
 from shared.domain.contract import TEXT_MAX, Contract
-from shared.projections.tracking import metadata, read_position, save_position
-from shared.store import EventStore
+from shared.projections.aggregate_rows import AggregateRows
+from shared.projections.tracking import metadata
 
 NAME = "contract_list"
 
@@ -45,38 +43,14 @@ def _row(contract: Contract) -> dict[str, Any]:
     }
 
 
-class ContractListProjection:
-    def __init__(self, store: EventStore, engine: Engine) -> None:
-        self.store = store
-        self.engine = engine
-        metadata.create_all(engine)
-        dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
-        self._insert = dialect.insert
+class ContractListProjection(AggregateRows):
+    name = NAME
+    table = contracts
+    key = "code"
+    events = Contract.Event
 
-    def catch_up(self, batch: int = 500) -> int:
-        """Apply the next batch of events; returns how many notifications it read."""
-        with self.engine.begin() as conn:
-            position = read_position(conn, NAME)
-            notifications = self.store.recorder.select_notifications(position, batch, inclusive_of_start=False)
-            if not notifications:
-                return 0
-            evolved: dict[UUID, Contract] = {}
-            for notification in notifications:
-                event = self.store.decode(notification)
-                if isinstance(event, Contract.Event):
-                    evolved[event.originator_id] = self._evolve(evolved.get(event.originator_id), event)
-            for contract in evolved.values():
-                row = _row(contract)
-                upsert = self._insert(contracts).values(row)
-                conn.execute(upsert.on_conflict_do_update(index_elements=["code"], set_=row))
-            save_position(conn, NAME, notifications[-1].id)
-            return len(notifications)
-
-    def _evolve(self, contract: Contract | None, event: Contract.Event) -> Contract:
-        # The batch may start in the middle of a stream: begin from the stored state before it.
-        if contract is None and event.originator_version > 1:
-            contract = self.store.repository.get(event.originator_id, version=event.originator_version - 1)
-        return event.mutate(contract)
+    def row(self, contract: Contract) -> dict[str, Any]:
+        return _row(contract)
 
     def by_customer(self, customer: str, limit: int = 50, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
         """One customer's contracts, ordered by code, and how many there are in all."""

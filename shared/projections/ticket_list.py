@@ -7,14 +7,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-from uuid import UUID
 
-from sqlalchemy import Column, DateTime, Engine, Integer, String, Table, func, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Column, DateTime, Integer, String, Table, func, select
 
 from shared.domain.ticket import Ticket
-from shared.projections.tracking import metadata, read_position, save_position
-from shared.store import EventStore
+from shared.projections.aggregate_rows import AggregateRows
+from shared.projections.tracking import metadata
 
 NAME = "ticket_list"
 
@@ -54,37 +52,14 @@ class TicketFilter:
     offset: int = 0
 
 
-class TicketListProjection:
-    def __init__(self, store: EventStore, engine: Engine) -> None:
-        self.store = store
-        self.engine = engine
-        metadata.create_all(engine)
-        dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
-        self._insert = dialect.insert
+class TicketListProjection(AggregateRows):
+    name = NAME
+    table = tickets
+    key = "id"
+    events = Ticket.Event
 
-    def catch_up(self, batch: int = 500) -> int:
-        """Apply the next batch of events; returns how many notifications it read."""
-        with self.engine.begin() as conn:
-            position = read_position(conn, NAME)
-            notifications = self.store.recorder.select_notifications(position, batch, inclusive_of_start=False)
-            if not notifications:
-                return 0
-            evolved: dict[UUID, Ticket] = {}
-            for notification in notifications:
-                event = self.store.decode(notification)
-                if isinstance(event, Ticket.Event):
-                    evolved[event.originator_id] = self._evolve(evolved.get(event.originator_id), event)
-            for ticket in evolved.values():
-                row = _row(ticket)
-                upsert = self._insert(tickets).values(row)
-                conn.execute(upsert.on_conflict_do_update(index_elements=["id"], set_=row))
-            save_position(conn, NAME, notifications[-1].id)
-            return len(notifications)
-
-    def _evolve(self, ticket: Ticket | None, event: Ticket.Event) -> Ticket:
-        if ticket is None and event.originator_version > 1:
-            ticket = self.store.repository.get(event.originator_id, version=event.originator_version - 1)
-        return event.mutate(ticket)
+    def row(self, ticket: Ticket) -> dict[str, Any]:
+        return _row(ticket)
 
     def query(self, where: TicketFilter) -> tuple[list[dict[str, Any]], int]:
         conditions = [

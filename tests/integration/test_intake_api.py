@@ -4,7 +4,7 @@ records nothing."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -41,12 +41,6 @@ def service(database_url: str, clock: FakeClock) -> Iterator[Intake]:
     parts.contracts.put("K-2026-017", CONTRACT, actor={"kind": "agent", "id": "admin"}, correlation_id="setup")
     yield parts
     parts.close()
-
-
-@pytest.fixture
-async def api(service: Intake) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=service.app), base_url="http://intake") as client:
-        yield client
 
 
 def event_count(service: Intake) -> int:

@@ -2,7 +2,7 @@
 ticket, no commitment outside a contract, and the quote a hotline agent gives."""
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -19,12 +19,6 @@ def service(database_url: str, clock: FakeClock) -> Iterator[Intake]:
     parts = intake(Settings(database_url=database_url, contracts_file=ROOT / "deploy" / "contracts.toml"), clock=clock)
     yield parts
     parts.close()
-
-
-@pytest.fixture
-async def api(service: Intake) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=service.app), base_url="http://intake") as client:
-        yield client
 
 
 def incident(**changes: object) -> dict:
