@@ -1,0 +1,147 @@
+"""NATS wiring: the connection every process opens and the JetStream stream of events.
+
+Subjects: every recorded public event is published once, by the relay, on
+
+    events.<aggregate>.<event_type>      e.g. events.ticket.opened,
+                                              events.ticket.customer_responded
+
+(`shared.event_format.subject` builds it), as a CloudEvents 1.0 structured JSON
+message with these headers:
+
+    Nats-Msg-Id         the event's stable id (uuid5 of stream and version), for dedupe
+    Content-Type        application/cloudevents+json
+    Ticketing-Position  the event's notification id in the store: the relay's position
+    Nats-Expected-Last-Sequence  set by the relay so JetStream keeps store order
+
+Consumers filter on `events.ticket.>` or on single event types.
+
+`AckedPublisher` publishes with many JetStream acks in flight, in place of
+`js.publish_async`, which in nats-py 2.16 never resolves the future of a publish the
+server refuses (nats-io/nats.py#985).
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+
+import nats
+import nats.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js import JetStreamContext
+from nats.js.api import PubAck, StorageType, StreamConfig
+from nats.js.errors import APIError, NoStreamResponseError, NotFoundError
+
+log = logging.getLogger(__name__)
+
+EVENT_SUBJECTS = "events.>"
+CONTENT_TYPE = "application/cloudevents+json"
+POSITION_HEADER = "Ticketing-Position"
+# Long enough to cover a relay restart; dedupe past it rests on the relay's position.
+DUPLICATE_WINDOW_SECONDS = 120.0
+
+
+async def connect(url: str) -> Client:
+    """Connect, retrying forever (the first connection too): a NATS restart or a
+    late start must not end a service, so callers that must stay stoppable race
+    this against their stop signal."""
+    return await nats.connect(
+        url,
+        name="ticketing",
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        error_cb=_log_error,
+        disconnected_cb=_log_disconnected,
+        reconnected_cb=_log_reconnected,
+    )
+
+
+# One line each instead of nats-py's default traceback per failed reconnect attempt.
+async def _log_error(error: Exception) -> None:
+    log.warning("nats: %r", error)
+
+
+async def _log_disconnected() -> None:
+    log.info("nats: disconnected")
+
+
+async def _log_reconnected() -> None:
+    log.info("nats: reconnected")
+
+
+async def ensure_event_stream(js: JetStreamContext, name: str) -> None:
+    """Create the event stream, or bring an existing one to this configuration.
+
+    No max_age: the stream is the published audit trail, so nothing expires.
+    """
+    config = StreamConfig(
+        name=name,
+        subjects=[EVENT_SUBJECTS],
+        storage=StorageType.FILE,
+        duplicate_window=DUPLICATE_WINDOW_SECONDS,
+        description="Every recorded public ticketing event, in store order.",
+    )
+    try:
+        await js.stream_info(name)
+    except NotFoundError:
+        await js.add_stream(config)
+        log.info("created stream %s", name)
+    else:
+        await js.update_stream(config)
+
+
+class AckedPublisher:
+    """JetStream publishes whose acks are futures, awaited later by the caller.
+
+    Messages go out on one connection in call order, so the stream stores them in
+    that order. A refused publish fails its future with nats-py's own APIError
+    subclass (e.g. BadRequestError); a publish that gets no answer never resolves,
+    so callers await acks with a timeout.
+    """
+
+    def __init__(self, nc: Client) -> None:
+        self._nc = nc
+        self._inbox = nc.new_inbox()
+        self._tokens = itertools.count()
+        self._pending: dict[str, asyncio.Future[PubAck]] = {}
+        self._subscription: Subscription | None = None
+
+    async def publish(self, subject: str, payload: bytes, headers: dict[str, str]) -> asyncio.Future[PubAck]:
+        if self._subscription is None:
+            self._subscription = await self._nc.subscribe(f"{self._inbox}.*", cb=self._on_reply)
+        token = str(next(self._tokens))
+        future: asyncio.Future[PubAck] = asyncio.get_running_loop().create_future()
+        self._pending[token] = future
+        future.add_done_callback(lambda _: self._pending.pop(token, None))
+        try:
+            await self._nc.publish(subject, payload, reply=f"{self._inbox}.{token}", headers=headers)
+        except nats.errors.Error:
+            future.cancel()
+            raise
+        return future
+
+    async def close(self) -> None:
+        if self._subscription is not None:
+            await self._subscription.unsubscribe()
+            self._subscription = None
+        for future in list(self._pending.values()):
+            future.cancel()
+
+    async def _on_reply(self, msg: Msg) -> None:
+        future = self._pending.get(msg.subject.rpartition(".")[2])
+        if future is None or future.done():
+            return
+        if msg.headers and msg.headers.get("Status") == "503":  # no stream listens on the subject
+            future.set_exception(NoStreamResponseError())
+            return
+        response = json.loads(msg.data)
+        if "error" in response:
+            try:
+                APIError.from_error(response["error"])  # raises the matching subclass
+            except APIError as error:
+                future.set_exception(error)
+            return
+        future.set_result(PubAck.from_response(response))
