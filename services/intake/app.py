@@ -8,20 +8,24 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from uuid import UUID, uuid4
+
 
 from fastapi import Depends, FastAPI, Header, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel
+from fastapi.responses import PlainTextResponse
+from pydantic import AwareDatetime, BaseModel
 
 from services.intake import problems, schemas
 from services.intake.contracts import contracts_router
 from shared.contracts import ContractBook
+from shared.audit import FeedFilter, TimelineLine, incident_report, read_feed, report_markdown, timeline, version_at
 from shared.desk import IdempotencyToken, TicketDesk
 from shared.domain.entitlement import entitlement
+from shared.domain.errors import TicketNotFound
 from shared.domain.ticket import Ticket
-from shared.event_format import history_entry, is_internal
+from shared.event_format import history_entry
 from shared.projections.contract_list import ContractListProjection
 from shared.projections.ticket_list import TicketFilter, TicketListProjection
 from shared.sla.policy import CALLBACK, Policy
@@ -141,8 +145,18 @@ def create_app(
     def get_ticket(
         reference: TicketRef,
         version: Annotated[int | None, Query(ge=1, description="The state it had at this version.")] = None,
+        as_of: Annotated[AwareDatetime | None, Query(description="The state it had at this instant (RFC 3339).")] = None,
     ) -> schemas.TicketRead:
-        """The ticket now, with each SLA target's state; with `version`, as it stood then."""
+        """The ticket now, with each SLA target's state; with `version` or `as_of`, as it
+        stood then (replayed from its events, SLA states computed at that instant)."""
+        if version is not None and as_of is not None:
+            raise RequestValidationError([{"loc": ("query", "as_of"), "type": "value_error",
+                                           "msg": "give version or as_of, not both"}])
+        if as_of is not None:
+            version = version_at(desk.history(reference), as_of)
+            if version is None:
+                raise TicketNotFound(f"{reference} as of {as_of.isoformat()} (received later)")
+            return schemas.TicketRead.of(desk.get(reference, version=version), policy, as_of)
         ticket = desk.get(reference, version=version)
         return as_recorded(ticket) if version else schemas.TicketRead.of(ticket, policy, desk.clock.now())
 
@@ -155,15 +169,41 @@ def create_app(
     def global_feed(
         after: Annotated[int, Query(ge=0, description="Position to continue after (0 = from the start).")] = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        type: Annotated[list[str] | None, Query(max_length=20, description="Event types; `sla.*` matches a family.")] = None,
+        ticket: Annotated[str | None, Query(max_length=64, description="One ticket (id or number).")] = None,
+        customer: Annotated[str | None, Query(max_length=200)] = None,
+        since: AwareDatetime | None = None,
+        until: AwareDatetime | None = None,
     ) -> dict[str, Any]:
-        """Every recorded event (tickets, contracts, ...) in the order it was recorded."""
-        notifications = desk.store.recorder.select_notifications(after, limit, inclusive_of_start=False)
-        events = []
-        for notification in notifications:
-            event = desk.store.decode(notification)
-            if not is_internal(event):
-                events.append(history_entry(event) | {"position": notification.id, "stream_id": event.originator_id})
-        return {"events": events, "next_after": notifications[-1].id if notifications else after}
+        """Every recorded event (tickets, contracts, ...) in the order it was recorded,
+        optionally filtered. `next_after` is where reading stopped, matched or not, so
+        an integrator resumes from it without missing or repeating anything."""
+        streams = None
+        if ticket is not None:
+            streams = frozenset({desk.get(ticket).id})
+        if customer is not None:
+            owned = ticket_list.ids_for_customer(customer)
+            streams = owned if streams is None else streams & owned
+        where = FeedFilter(types=tuple(type or ()), streams=streams, since=since, until=until)
+        events, next_after = read_feed(desk.store, after, limit, where)
+        return {"events": events, "next_after": next_after}
+
+    @app.get("/v1/tickets/{reference}/timeline", tags=["audit"], response_model=list[TimelineLine])
+    def ticket_timeline(reference: TicketRef) -> list[Any]:
+        """The history in plain words, each SLA target's outcome stated where it was decided."""
+        return timeline(desk.history(reference), policy, desk.zone)
+
+    @app.get("/v1/tickets/{reference}/report", tags=["audit"], responses={200: {"content": {"text/markdown": {}}}})
+    def ticket_report(
+        reference: TicketRef,
+        format: Annotated[Literal["json", "markdown"], Query()] = "json",
+    ) -> Any:
+        """The incident report for the customer (seed 004): timeline, SLA outcome per target, engineers."""
+        ticket = desk.get(reference)
+        report = incident_report(ticket, desk.history(ticket.id), policy, desk.zone, desk.clock.now())
+        if format == "markdown":
+            return PlainTextResponse(report_markdown(report, desk.zone), media_type="text/markdown; charset=utf-8")
+        return report
 
     @app.post("/v1/sla/quote", tags=["sla"], response_model=schemas.Quote)
     def quote(body: schemas.QuoteRequest) -> schemas.Quote:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
 from sqlalchemy import Column, DateTime, Integer, String, Table, func, select
 
@@ -60,6 +61,10 @@ class TicketListProjection(AggregateRows):
 
     def row(self, ticket: Ticket) -> dict[str, Any]:
         return _row(ticket)
+
+    def ids_for_customer(self, customer: str) -> frozenset[UUID]:
+        with self.engine.connect() as conn:
+            return frozenset(UUID(i) for i in conn.scalars(select(tickets.c.id).where(tickets.c.customer == customer)))
 
     def query(self, where: TicketFilter) -> tuple[list[dict[str, Any]], int]:
         conditions = [
