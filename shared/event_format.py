@@ -11,7 +11,10 @@ from pydantic_core import to_jsonable_python
 
 from shared.store import event_id
 
-_ENVELOPE = {"originator_id", "originator_version", "timestamp", "originator_topic", "actor", "correlation_id"}
+_ENVELOPE = {
+    "originator_id", "originator_version", "timestamp", "originator_topic", "actor", "correlation_id",
+    "previous_hash", "content_hash",
+}
 _CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
 
 
@@ -45,6 +48,8 @@ def history_entry(event: DomainEventProtocol[UUID]) -> dict[str, Any]:
         "recorded_at": event.timestamp.isoformat(),
         "actor": getattr(event, "actor", None),
         "correlation_id": getattr(event, "correlation_id", None),
+        "hash": getattr(event, "content_hash", None),
+        "previous_hash": getattr(event, "previous_hash", None),
         "data": event_data(event),
     }
 
@@ -65,6 +70,8 @@ def cloud_event(event: DomainEventProtocol[UUID], position: int) -> dict[str, An
         "actorkind": actor.get("kind"),
         "actorid": actor.get("id"),
         "correlationid": getattr(event, "correlation_id", None),
+        "contenthash": getattr(event, "content_hash", None),
+        "previoushash": getattr(event, "previous_hash", None),
         "data": event_data(event),
     }
     return {k: v for k, v in envelope.items() if v is not None}

@@ -26,6 +26,7 @@ from shared.domain.entitlement import entitlement
 from shared.domain.errors import TicketNotFound
 from shared.domain.ticket import Ticket
 from shared.event_format import history_entry
+from shared.integrity import Verdict, verify_store, verify_stream
 from shared.projections.contract_list import ContractListProjection
 from shared.projections.ticket_list import TicketFilter, TicketListProjection
 from shared.sla.policy import CALLBACK, Policy
@@ -187,6 +188,16 @@ def create_app(
         where = FeedFilter(types=tuple(type or ()), streams=streams, since=since, until=until)
         events, next_after = read_feed(desk.store, after, limit, where)
         return {"events": events, "next_after": next_after}
+
+    @app.get("/v1/tickets/{reference}/verify", tags=["audit"], response_model=Verdict)
+    def verify_ticket(reference: TicketRef) -> Verdict:
+        """Recompute the ticket's hash chain from the store; names the first broken link."""
+        return verify_stream(desk.store, desk.get(reference).id)
+
+    @app.get("/v1/verify", tags=["audit"], response_model=Verdict)
+    def verify_everything() -> Verdict:
+        """Recompute every stream's hash chain, in recorded order."""
+        return verify_store(desk.store)
 
     @app.get("/v1/tickets/{reference}/timeline", tags=["audit"], response_model=list[TimelineLine])
     def ticket_timeline(reference: TicketRef) -> list[Any]:

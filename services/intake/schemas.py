@@ -253,6 +253,8 @@ class HistoryEntry(BaseModel):
     recorded_at: datetime
     actor: dict[str, str] | None
     correlation_id: str | None
+    hash: str | None = Field(description="SHA-256 of the event's canonical content (tamper evidence).")
+    previous_hash: str | None = Field(description="The hash of the event before it in the same stream.")
     data: dict[str, Any]
 
 

@@ -25,6 +25,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from eventsourcing.domain import Aggregate
 
+from shared.domain.chain import Chained
+
 from shared.domain.errors import InvalidContractTerms
 from shared.domain.ticket import Actor
 
@@ -137,8 +139,8 @@ def _encoded(value: Any) -> Any:
     return value
 
 
-class Contract(Aggregate):
-    class Event(Aggregate.Event):
+class Contract(Chained):
+    class Event(Chained.Event):
         actor: Actor
         correlation_id: str
 

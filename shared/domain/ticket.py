@@ -13,6 +13,7 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
+from shared.domain.chain import Chained
 from shared.domain.errors import AlreadyAcknowledged, IllegalTransition, SeverityUnchanged
 from shared.sla.clocks import SlaClocks
 from shared.sla.targets import Plan
@@ -84,8 +85,8 @@ ESCALATION_LEVELS = ("L1", "L2", "L3", "L4")
 Actor = dict[str, str]  # {"kind": "client" | "engineer" | "customer" | "service", "id": ...}
 
 
-class Ticket(Aggregate):
-    class Event(Aggregate.Event):
+class Ticket(Chained):
+    class Event(Chained.Event):
         actor: Actor
         correlation_id: str
 
