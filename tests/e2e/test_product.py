@@ -4,68 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import queue
-import signal
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import nats
 import pytest
 
-from shared.nats_server import free_port
+from tests.product import Product, start_product
 
-ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.e2e
-
-
-@dataclass
-class Product:
-    api: str
-    nats_url: str
-    process: subprocess.Popen[str]
-    output: list[str]
-
-
-def _pump(stream, lines: queue.Queue[str]) -> None:  # type: ignore[no-untyped-def]
-    for line in stream:
-        lines.put(line)
 
 
 @pytest.fixture(params=["embedded-sqlite", "postgres"])
 def product(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Product]:
-    http_port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TICKETING_")}
-    env |= {"TICKETING_DATA_DIR": str(tmp_path / "var"), "TICKETING_HTTP_PORT": str(http_port),
-            "TICKETING_NATS_PORT": str(free_port())}
-    if request.param == "postgres":
-        env["TICKETING_DATABASE_URL"] = request.getfixturevalue("postgres_url")
-    process = subprocess.Popen(
-        [sys.executable, "deploy/run.py"], cwd=ROOT, env=env, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )
-    lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=_pump, args=(process.stdout, lines), daemon=True).start()
-    output: list[str] = []
-    deadline = time.monotonic() + 60
-    while not any("Ctrl-C stops everything" in line for line in output):
-        if time.monotonic() > deadline or process.poll() is not None:
-            process.kill()
-            pytest.fail("the product did not start:\n" + "".join(output))
-        try:
-            output.append(lines.get(timeout=0.5))
-        except queue.Empty:
-            continue
-    nats_url = next(line.split()[1] for line in output if line.startswith("NATS"))
-    yield Product(f"http://127.0.0.1:{http_port}", nats_url, process, output)
-    process.send_signal(signal.SIGINT)
-    assert process.wait(timeout=30) == 0, "".join(output)
+    settings = {"database_url": request.getfixturevalue("postgres_url")} if request.param == "postgres" else {}
+    product = start_product(tmp_path / "var", **settings)
+    yield product
+    assert product.stop() == 0, "".join(product.output)
 
 
 async def stream_messages(nats_url: str, expected: int, timeout: float = 15) -> list:
