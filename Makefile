@@ -29,5 +29,9 @@ test-integration: $(STAMP)
 test-e2e: $(STAMP)
 	$(PY) -m pytest -q tests/e2e
 
+# Figures beside raw baselines from the same run; writes BENCHMARKS.md. Not part of `make test`.
+bench: $(STAMP)
+	$(PY) -m tests.bench.run
+
 clean:
 	rm -rf $(VENV) var .pytest_cache .hypothesis

@@ -1,0 +1,82 @@
+"""A bounded async load client for the intake API over loopback."""
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from uuid import uuid4
+
+import httpx
+
+
+def incident() -> dict:
+    return {"severity": "P2", "customer": "C-汉中电力", "contract": "K-2026-017", "summary": "bench incident",
+            "channel": "monitoring", "site": {"city": "汉中"}}
+
+
+@dataclass
+class Outcome:
+    ok: int = 0
+    failed: int = 0
+    latencies: list[float] = field(default_factory=list)
+    ids: set[str] = field(default_factory=set)
+    elapsed: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        return self.ok / self.elapsed if self.elapsed else 0.0
+
+
+async def _open(client: httpx.AsyncClient, outcome: Outcome) -> None:
+    began = time.perf_counter()
+    try:
+        response = await client.post("/v1/tickets", json=incident(), headers={"Idempotency-Key": uuid4().hex})
+    except httpx.HTTPError:
+        outcome.failed += 1
+        return
+    outcome.latencies.append(time.perf_counter() - began)
+    if response.status_code == 201:
+        outcome.ok += 1
+        outcome.ids.add(response.json()["id"])
+    else:
+        outcome.failed += 1
+
+
+async def peak(api: str, clients: int, seconds: float) -> Outcome:
+    """`clients` concurrent clients, each opening tickets back to back for `seconds`."""
+    outcome = Outcome()
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=api, limits=limits, timeout=30) as client:
+        deadline = time.perf_counter() + seconds
+
+        async def worker() -> None:
+            while time.perf_counter() < deadline:
+                await _open(client, outcome)
+
+        began = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(clients)))
+        outcome.elapsed = time.perf_counter() - began
+    return outcome
+
+
+async def fixed_rate(api: str, rate: float, seconds: float) -> Outcome:
+    """Open-loop: one request every 1/rate seconds, whatever the answers do."""
+    outcome = Outcome()
+    async with httpx.AsyncClient(base_url=api, limits=httpx.Limits(max_connections=256), timeout=30) as client:
+        began = time.perf_counter()
+        pending = []
+        for i in range(int(rate * seconds)):
+            delay = began + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            pending.append(asyncio.create_task(_open(client, outcome)))
+        await asyncio.gather(*pending)
+        outcome.elapsed = time.perf_counter() - began
+    return outcome
+
+
+def percentile(values: list[float], share: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]

@@ -1,0 +1,189 @@
+"""`make bench`: the product on PostgreSQL, driven over loopback, each figure printed
+beside a raw baseline measured in the same run; the table is written to BENCHMARKS.md.
+
+Bounded: every phase stops by itself (BENCH_SECONDS, default 30, sets the load phases).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import nats
+import psycopg
+
+from services.relay.worker import Relay
+from shared.bus import ensure_event_stream
+from shared.clock import SystemClock
+from shared.desk import TicketDesk
+from shared.nats_server import free_port, start_nats_server
+from shared.projections.ticket_list import TicketListProjection
+from shared.read_db import read_engine
+from shared.store import open_store
+from tests.bench import baselines, load
+from tests.product import ROOT, start_product
+
+POSTGRES = os.environ.get("TICKETING_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+SECONDS = float(os.environ.get("BENCH_SECONDS", "30"))
+BACKLOG = int(os.environ.get("BENCH_BACKLOG", "20000"))
+
+Row = tuple[str, str, str, str]  # what, figure, baseline, ratio
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
+
+
+def ratio(value: float, baseline: float) -> str:
+    return f"{value / baseline:.0%}" if baseline else "—"
+
+
+def peak_memory(root_pid: int) -> dict[str, int]:
+    """VmHWM (peak resident set, KiB) of each process under the launcher."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            pid, ppid = int(stat.parent.name), int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(pid)
+    memory, todo = {}, list(children.get(root_pid, []))
+    while todo:
+        pid = todo.pop()
+        todo += children.get(pid, [])
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        name = command[-2].decode() if command[-1] == b"" and len(command) > 1 else command[-1].decode()
+        name = Path(name).name if "nats-server" in command[0].decode() else name
+        hwm = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM")), 0)
+        memory["nats-server" if b"nats-server" in command[0] else name] = hwm
+    return memory
+
+
+async def relay_lag(nats_url: str, sample: int) -> list[float]:
+    """Per event: JetStream's stored instant minus the event's recorded instant."""
+    client = await nats.connect(nats_url)
+    js = client.jetstream()
+    info = await js.stream_info("EVENTS")
+    lags = []
+    for seq in range(max(1, info.state.last_seq - sample + 1), info.state.last_seq + 1):
+        message = await js.get_msg("EVENTS", seq)
+        recorded = datetime.fromisoformat(json.loads(message.data)["time"])
+        lags.append((message.time - recorded).total_seconds() if message.time else float("nan"))
+    await client.close()
+    return lags
+
+
+async def relay_throughput(database_url: str, work: Path) -> tuple[float, int]:
+    """Relay a backlog of BACKLOG tickets (recorded with no relay running) to a fresh JetStream."""
+    store = open_store(database_url)
+    desk = TicketDesk(store, SystemClock())
+    details = {"severity": "P3", "category": "fault", "channel": "api", "customer": "C-1", "contract": None,
+               "site": {}, "device": {}, "summary": "backlog", "description": "", "contact": {}, "source": {}}
+    for _ in range(BACKLOG):
+        desk.open(details=details, token=None, actor={"kind": "client", "id": "bench"}, correlation_id="bench")
+    port = free_port()
+    server = start_nats_server(work / "relay-js", port)
+    client = await nats.connect(f"nats://127.0.0.1:{port}")
+    try:
+        await ensure_event_stream(client.jetstream(), "EVENTS")
+        relay = Relay(store, client, "EVENTS")
+        began = time.perf_counter()
+        published = 0
+        while count := await relay.relay_available():
+            published += count
+        return published / (time.perf_counter() - began), published
+    finally:
+        await client.close()
+        server.terminate()
+        store.close()
+
+
+def rebuild_rate(database_url: str) -> tuple[float, int]:
+    store = open_store(database_url)
+    projection = TicketListProjection(store, read_engine(database_url))
+    read, began = 0, time.perf_counter()
+    while batch := projection.catch_up(1000):
+        read += batch
+    elapsed = time.perf_counter() - began
+    projection.engine.dispose()
+    store.close()
+    return read / elapsed, read
+
+
+async def main() -> None:
+    stamp = int(time.time())
+    schemas = [f"bench_{stamp}_{name}" for name in ("raw", "product", "backlog")]
+    raw_db, product_db, backlog_db = (f"{POSTGRES}?schema={s}" for s in schemas)
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory() as work_dir:
+        work = Path(work_dir)
+        print("baseline: eventsourcing save rate (one-event aggregates, one thread) ...", flush=True)
+        raw_save = baselines.store_save_rate(raw_db, seconds=5)
+        product = start_product(work / "var", database_url=product_db)
+        try:
+            print("baseline: JetStream publish rate ...", flush=True)
+            js_sequential, js_windowed = await baselines.jetstream_publish_rates(product.nats_url, 20_000)
+            print(f"intake: 64 clients for {SECONDS:.0f} s ...", flush=True)
+            peak = await load.peak(product.api, clients=64, seconds=SECONDS)
+            print(f"intake: fixed rate {peak.rate / 2:.0f}/s for {SECONDS / 2:.0f} s ...", flush=True)
+            half = await load.fixed_rate(product.api, rate=peak.rate / 2, seconds=SECONDS / 2)
+            await asyncio.sleep(2)  # let the relay drain before sampling its lag
+            lags = await relay_lag(product.nats_url, sample=5_000)
+            memory = peak_memory(product.process.pid)
+        finally:
+            product.stop()
+        print(f"relay: a backlog of {BACKLOG} tickets ...", flush=True)
+        relayed, relay_count = await relay_throughput(backlog_db, work)
+        read_rate, read_count = baselines.notification_read_rate(backlog_db)
+        rebuilt, rebuild_count = rebuild_rate(backlog_db)
+
+    duplicates = (peak.ok + half.ok) - len(peak.ids | half.ids)
+    rows += [
+        ("raw store save rate (PostgreSQL)", f"{raw_save:,.0f} aggregates/s", "—", "—"),
+        ("raw JetStream publish rate", f"{js_sequential:,.0f}/s each ack; {js_windowed:,.0f}/s windowed", "—", "—"),
+        ("intake peak, 64 clients", f"{peak.rate:,.0f} tickets/s ({peak.ok:,} ok, {peak.failed} failed, {duplicates} duplicates)",
+         f"{raw_save:,.0f}/s raw save", ratio(peak.rate, raw_save)),
+        ("intake latency at half peak", f"p50 {ms(load.percentile(half.latencies, .5))}, p99 {ms(load.percentile(half.latencies, .99))}"
+         f" ({half.ok:,} ok, {half.failed} failed)", "—", "—"),
+        ("relay lag (recorded → JetStream)", f"p50 {ms(load.percentile(lags, .5))}, p99 {ms(load.percentile(lags, .99))}", "—", "—"),
+        ("relay throughput (backlog)", f"{relayed:,.0f} events/s ({relay_count:,} events)",
+         f"{js_windowed:,.0f}/s JetStream windowed", ratio(relayed, js_windowed)),
+        ("relay vs raw save rate", f"{relayed:,.0f} events/s", f"{raw_save:,.0f}/s raw save", ratio(relayed, raw_save)),
+        ("projection rebuild (ticket list)", f"{rebuilt:,.0f} events/s ({rebuild_count:,})",
+         f"{read_rate:,.0f}/s raw notification read", ratio(rebuilt, read_rate)),
+        *((f"peak memory: {name}", f"{kib / 1024:,.0f} MiB", "—", "—") for name, kib in sorted(memory.items())),
+    ]
+    report(rows)
+    with psycopg.connect(POSTGRES, autocommit=True) as conn:
+        for schema in schemas:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def report(rows: list[Row]) -> None:
+    machine = f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}, PostgreSQL at {POSTGRES.rsplit('@', 1)[-1]}"
+    header = ["what", "figure", "baseline (same run)", "ratio"]
+    table = [f"| {' | '.join(header)} |", f"|{'---|' * len(header)}"] + [f"| {' | '.join(row)} |" for row in rows]
+    text = "\n".join([
+        "# Benchmarks",
+        "",
+        f"Measured by `make bench` on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; {machine}; "
+        f"load phases {SECONDS:.0f} s. A re-run replaces this file.",
+        "",
+        *table,
+        "",
+    ])
+    print("\n" + "\n".join(table))
+    (ROOT / "BENCHMARKS.md").write_text(text)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
