@@ -11,6 +11,7 @@ from shared.clock import Clock, SystemClock
 from shared.contracts import ContractBook
 from shared.desk import TicketDesk
 from shared.projections.contract_list import ContractListProjection
+from shared.projections.sla_compliance import SlaComplianceProjection
 from shared.projections.ticket_list import TicketListProjection
 from shared.read_db import read_engine
 from shared.settings import Settings
@@ -28,6 +29,7 @@ class Intake:
     contracts: ContractBook
     ticket_list: TicketListProjection
     contract_list: ContractListProjection
+    sla_compliance: SlaComplianceProjection
     app: FastAPI = field(init=False)
 
     def close(self) -> None:
@@ -55,6 +57,9 @@ def intake(
         contracts=contracts,
         ticket_list=TicketListProjection(store, engine),
         contract_list=ContractListProjection(store, engine),
+        sla_compliance=SlaComplianceProjection(store, engine, policy, settings.time_zone),
     )
-    parts.app = create_app(parts.desk, parts.ticket_list, policy, contracts, parts.contract_list, ready=ready)
+    parts.app = create_app(
+        parts.desk, parts.ticket_list, policy, contracts, parts.contract_list, parts.sla_compliance, ready=ready
+    )
     return parts

@@ -19,6 +19,7 @@ from pydantic import AwareDatetime, BaseModel
 
 from services.intake import problems, schemas
 from services.intake.contracts import contracts_router
+from services.intake.reports import reports_router
 from shared.contracts import ContractBook
 from shared.audit import FeedFilter, TimelineLine, incident_report, read_feed, report_markdown, timeline, version_at
 from shared.desk import IdempotencyToken, TicketDesk
@@ -28,6 +29,7 @@ from shared.domain.ticket import Ticket
 from shared.event_format import history_entry
 from shared.integrity import Verdict, verify_store, verify_stream
 from shared.projections.contract_list import ContractListProjection
+from shared.projections.sla_compliance import SlaComplianceProjection
 from shared.projections.ticket_list import TicketFilter, TicketListProjection
 from shared.sla.policy import CALLBACK, Policy
 from shared.sla.targets import Facts, due_from, plan_targets
@@ -86,6 +88,7 @@ def create_app(
     policy: Policy,
     contracts: ContractBook,
     contract_list: ContractListProjection,
+    sla_compliance: SlaComplianceProjection,
     *,
     ready: Callable[[], dict[str, bool]] = lambda: {},
 ) -> FastAPI:
@@ -96,6 +99,7 @@ def create_app(
     )
     problems.install(app)
     app.include_router(contracts_router(contracts, contract_list, context))
+    app.include_router(reports_router(sla_compliance))
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, str]:

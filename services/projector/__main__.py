@@ -1,6 +1,6 @@
 """Run the projector: `python -m services.projector`. One job: follow the notification
-log into the read-model tables (ticket list, contract list), each batch committed
-with its position."""
+log into the read-model tables (ticket list, contract list, SLA compliance), each
+batch committed with its position."""
 from __future__ import annotations
 
 import logging
@@ -8,9 +8,11 @@ import signal
 import threading
 
 from shared.projections.contract_list import ContractListProjection
+from shared.projections.sla_compliance import SlaComplianceProjection
 from shared.projections.ticket_list import TicketListProjection
 from shared.read_db import read_engine
 from shared.settings import Settings
+from shared.sla.policy import load_policy
 from shared.store import open_store
 
 IDLE_POLL_SECONDS = 0.05
@@ -22,11 +24,15 @@ def main() -> None:
     database_url = settings.resolved_database_url()
     store = open_store(database_url)
     engine = read_engine(database_url)
-    projections = (TicketListProjection(store, engine), ContractListProjection(store, engine))
+    projections = (
+        TicketListProjection(store, engine),
+        ContractListProjection(store, engine),
+        SlaComplianceProjection(store, engine, load_policy(settings.policy_file), settings.time_zone),
+    )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    logging.getLogger(__name__).info("following the event store into the ticket and contract lists")
+    logging.getLogger(__name__).info("following the event store into %s", ", ".join(p.name for p in projections))
     while not stop.is_set():
         # Every projection catches up on each pass (sum, not any: no short-circuit).
         if not sum(projection.catch_up() for projection in projections):

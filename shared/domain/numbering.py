@@ -18,6 +18,7 @@ _NUMBER = re.compile(r"^T-(\d{4})-(\d{6,})$")
 
 class TicketNumberIssued(DomainEvent):
     internal: ClassVar[bool] = True  # bookkeeping: not published on the bus or the audit feed
+    cloud_type: ClassVar[str] = "ticket_number.issued"
     ticket_id: UUID
     number: str
 

@@ -1,0 +1,1 @@
+"""ticketctl, the ops and audit command line (installed as a console script)."""
