@@ -1,11 +1,13 @@
 """One typed settings object per process, read from TICKETING_* environment variables."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Annotated, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, NonNegativeFloat, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,6 +34,63 @@ class Settings(BaseSettings):
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'ticketing.sqlite'}"
 
+    # -- webhooks: the /v1/webhooks API and the notifier --------------------------
+    secret_key: SecretStr | None = Field(
+        None,
+        description="Fernet key(s), comma-separated, sealing webhook secrets at rest: the first seals, every one "
+        "opens, so a new key is rolled in by putting it first. Unset: one is generated in <data_dir>/secret.key.",
+    )
+    webhook_allowed_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="Host names, addresses or networks (CIDR), comma-separated, that webhooks may reach although "
+        "they are loopback, private or link-local, e.g. 127.0.0.1 in tests or an on-premises ticket system.",
+    )
+    webhook_retry_schedule: Annotated[tuple[NonNegativeFloat, ...], NoDecode] = Field(
+        (5, 300, 1800, 7200, 18000, 36000, 36000),
+        description="Delay before each retry, comma-separated: seconds or 500ms/5s/5m/2h/1d. When the last retry "
+        "fails too, the subscription is disabled.",
+    )
+    webhook_retry_jitter: float = Field(
+        0.2, ge=0, lt=1, description="Each retry delay varies by up to this fraction either way, so receivers "
+        "coming back from an outage are not hit by every retry at once.",
+    )
+    webhook_timeout: float = Field(15.0, gt=0, description="Seconds a receiver has to answer one delivery, in all.")
+    webhook_concurrency: int = Field(4, ge=1, description="Requests in flight per subscription and notifier instance.")
+    webhook_max_pending: int = Field(
+        1000, ge=1, description="Deliveries per subscription out or waiting to retry; past it that subscription's "
+        "queue waits (and no other's).",
+    )
+    webhook_secret_overlap: float = Field(
+        86400, ge=0, description="Seconds the previous secret still signs after a rotation."
+    )
+    webhook_stream_name: str = Field("WEBHOOK_DELIVERIES", description="The JetStream work queue of deliveries.")
+
+    @field_validator("webhook_allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: Any) -> Any:
+        return _comma_separated(value)
+
+    @field_validator("webhook_retry_schedule", mode="before")
+    @classmethod
+    def _parse_schedule(cls, value: Any) -> Any:
+        return tuple(_seconds(part) for part in _comma_separated(value))
+
+    # -- dispatch: engineers, spare units and the automatic dispatcher ---------------
+    engineers_file: Path = Field(
+        ROOT / "deploy" / "engineers.toml",
+        description="The dispatch rules and the engineers, loaded (upserted) by dispatch at start.",
+    )
+    spare_units_file: Path = Field(
+        ROOT / "deploy" / "spare_units.toml",
+        description="Warehouses, loan rules and the spare units, loaded (upserted) by dispatch at start.",
+    )
+    dispatch_consumer: str = Field("dispatch", description="The durable JetStream consumer every dispatch instance shares.")
+    overdue_check_seconds: float = Field(30.0, gt=0, description="How often dispatch looks for overdue spare-unit loans.")
+    clock_start: str | None = Field(
+        None,
+        description="RFC 3339 instant with offset: dispatch's clock starts there and runs at real speed "
+        "(demos, end-to-end tests at 02:00). Unset: the system clock.",
+    )
 
 def persistence_env(database_url: str) -> dict[str, str]:
     """The eventsourcing library's environment for a database URL."""
@@ -55,3 +114,23 @@ def persistence_env(database_url: str) -> dict[str, str]:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         return {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": path, "SQLITE_LOCK_TIMEOUT": "10"}
     raise ValueError(f"unsupported database URL scheme {url.scheme!r}: use sqlite:/// or postgresql://")
+
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _comma_separated(value: Any) -> Any:
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+def _seconds(value: Any) -> Any:
+    """`"5m"` → 300.0; numbers and anything else pass through to the field's own validation."""
+    if not isinstance(value, str):
+        return value
+    match = _DURATION.match(value.strip())
+    if match is None:
+        raise ValueError(f"{value!r} is not a duration (e.g. 30, 500ms, 5s, 5m, 2h, 1d)")
+    return float(match[1]) * _UNIT_SECONDS[match[2] or "s"]

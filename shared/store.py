@@ -5,12 +5,16 @@ on SQLite by default or PostgreSQL in production.
 """
 from __future__ import annotations
 
-from typing import Any
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 from uuid import UUID, uuid5
 
 import psycopg
+import sqlalchemy.exc
 from eventsourcing.application import Application
 from eventsourcing.domain import DomainEventProtocol
+from eventsourcing.persistence import IntegrityError as EventsourcingIntegrityError
 
 from shared.settings import persistence_env
 
@@ -23,11 +27,28 @@ class EventStore(Application[UUID]):
         return self.mapper.to_domain_event(stored)
 
 
+T = TypeVar("T")
+_START_ATTEMPTS = 5
+_START_RETRY_SECONDS = 0.2
+
+
+def surviving_start_race(make: Callable[[], T]) -> T:
+    """`make()`, tried again when it loses a start-up race: on a fresh PostgreSQL schema
+    every process creates the same schema and tables, and two at once collide in the
+    catalogue (a unique violation); the loser finds them made on the next try."""
+    for attempt in range(1, _START_ATTEMPTS):
+        try:
+            return make()
+        except (EventsourcingIntegrityError, psycopg.errors.UniqueViolation, sqlalchemy.exc.IntegrityError):
+            time.sleep(_START_RETRY_SECONDS * attempt)
+    return make()  # the last try: its error, if any, is the answer
+
+
 def open_store(database_url: str) -> EventStore:
     env = persistence_env(database_url)
     if "POSTGRES_SCHEMA" in env:
-        _ensure_schema(env)
-    return EventStore(env=env)
+        surviving_start_race(lambda: _ensure_schema(env))
+    return surviving_start_race(lambda: EventStore(env=env))
 
 
 def _ensure_schema(env: dict[str, str]) -> None:

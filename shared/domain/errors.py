@@ -83,3 +83,125 @@ class InvalidContractTerms(DomainError):
         self.field = field
         self.reason = reason
         super().__init__(f"{field}: {reason}")
+
+
+# -- dispatch: engineers and spare units ----------------------------------------------
+
+
+class EngineerNotFound(DomainError):
+    status = 404
+    slug = "engineer-not-found"
+    title = "Engineer not found"
+
+    def __init__(self, code: str) -> None:
+        super().__init__(f"no engineer {code!r}")
+
+
+class SpareUnitNotFound(DomainError):
+    status = 404
+    slug = "spare-unit-not-found"
+    title = "Spare unit not found"
+
+    def __init__(self, code: str) -> None:
+        super().__init__(f"no spare unit {code!r}")
+
+
+class InvalidRosterEntry(DomainError):
+    """An engineer's profile or a spare unit's record breaks a rule; `field` names it."""
+
+    status = 422
+    slug = "invalid-roster-entry"
+    title = "Engineer or spare unit data is not valid"
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{field}: {reason}")
+
+
+class EngineerUnavailable(DomainError):
+    """The engineer cannot take the ticket: inactive or carrying as many as they may."""
+
+    slug = "engineer-unavailable"
+    title = "Engineer cannot take the ticket"
+
+
+class NotOnTicket(IllegalTransition):
+    slug = "not-on-ticket"
+    title = "Engineer or spare unit is not on this ticket"
+
+
+class IllegalUnitTransition(DomainError):
+    slug = "illegal-unit-transition"
+    title = "Command not allowed in the spare unit's current state"
+
+    def __init__(self, command: str, state: str, detail: str | None = None) -> None:
+        self.command = command
+        self.unit_state = state
+        super().__init__(detail or f"cannot {command.replace('_', ' ')} a spare unit that is {state}")
+
+
+class LoanOutstanding(IllegalTransition):
+    """A loaned spare unit is still at the customer: return it or convert the loan first."""
+
+    slug = "loan-outstanding"
+    title = "A loaned spare unit is still at the customer"
+
+
+class SpareNotAllowed(IllegalTransition):
+    slug = "spare-not-allowed"
+    title = "Spare units are lent only for some faults"
+
+
+# -- webhook subscriptions ----------------------------------------------------------
+
+
+class WebhookNotFound(DomainError):
+    status = 404
+    slug = "webhook-not-found"
+    title = "Webhook subscription not found"
+
+    def __init__(self, reference: str) -> None:
+        super().__init__(f"no webhook subscription {reference!r}")
+
+
+class InvalidWebhook(DomainError):
+    """A subscription's URL, event types, filters or description break a rule; `field` names it."""
+
+    status = 422
+    slug = "invalid-webhook"
+    title = "Webhook subscription is not valid"
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{field}: {reason}")
+
+
+class WebhookDestinationRefused(InvalidWebhook):
+    """The URL resolves to a loopback, private, link-local or metadata address (the SSRF guard)."""
+
+    slug = "webhook-destination-refused"
+    title = "Webhook URL points at an address the service may not call"
+
+
+class WebhookStateConflict(DomainError):
+    slug = "webhook-state-conflict"
+    title = "Not allowed in the webhook subscription's current status"
+
+
+class WebhookVersionConflict(DomainError):
+    slug = "webhook-version-conflict"
+    title = "Webhook subscription changed since the version you expected"
+
+    def __init__(self, expected: int, actual: int) -> None:
+        super().__init__(f"expected version {expected}, the subscription is at version {actual}")
+
+
+class DeliveryNotFound(DomainError):
+    status = 404
+    slug = "delivery-not-found"
+    title = "No such delivery in the subscription's log"
+
+    def __init__(self, webhook_id: str, event_id: str) -> None:
+        super().__init__(f"event {event_id} was never delivered to webhook subscription {webhook_id}")

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
 from shared.domain.chain import Chained
-from shared.domain.errors import AlreadyAcknowledged, IllegalTransition, SeverityUnchanged
+from shared.domain.errors import AlreadyAcknowledged, IllegalTransition, LoanOutstanding, NotOnTicket, SeverityUnchanged
 from shared.sla.clocks import SlaClocks
 from shared.sla.targets import Plan
 
@@ -78,6 +78,23 @@ ALLOWED_FROM: dict[str, frozenset[Status]] = {
     "request_visit": frozenset({Status.OPEN, Status.ACKNOWLEDGED, Status.AWAITING_CUSTOMER}),
     "record_callback": frozenset({Status.RESOLVED}),
     "escalate": _ACTIVE | {Status.RESOLVED},
+    # Dispatch: engineers on the ticket and spare units lent to the customer.
+    "assign_engineer": _ACTIVE,
+    "record_no_engineer": _ACTIVE,
+    "accept_assignment": _ACTIVE,
+    "decline_assignment": _ACTIVE,
+    "depart": frozenset({Status.OPEN, Status.ACKNOWLEDGED}),
+    "hand_back": _ACTIVE,
+    "complain_about_engineer": _ACTIVE,
+    "reserve_spare": _ACTIVE,
+    "record_no_spare": _ACTIVE,
+    "ship_spare": _ACTIVE,
+    "install_spare": _ACTIVE,
+    # A unit's way back is a fact whatever became of the ticket (a loan outlives the fix).
+    "return_spare": frozenset(Status),
+    "convert_loan": frozenset(Status),
+    "record_return_overdue": frozenset(Status),
+    "release_spare": frozenset(Status),
 }
 
 ESCALATION_LEVELS = ("L1", "L2", "L3", "L4")
@@ -236,6 +253,7 @@ class Ticket(Chained):
 
     def close(self, *, note: str, at: datetime, actor: Actor, correlation_id: str) -> None:
         self._check("close")
+        self._check_no_loan()
         self.trigger_event(self.Closed, timestamp=at, note=note, actor=actor, correlation_id=correlation_id)
 
     def cancel(self, *, reason: str, at: datetime, actor: Actor, correlation_id: str) -> None:
@@ -453,3 +471,291 @@ class Ticket(Chained):
 
         def apply(self, ticket: Ticket) -> None:
             ticket.escalation_level = self.level
+
+    # -- dispatch: engineers on the ticket ------------------------------------------
+    # Recorded by the dispatch service. The state lives in class-level defaults, not in
+    # __init__: immutable values that events replace (never mutate), so a ticket
+    # recorded before dispatch existed reads the same.
+
+    class Assignment(NamedTuple):
+        engineer: str
+        level: str  # the engineer's own level, L1-L3
+        role: str  # "lead", "support" or "panel"
+        for_level: str  # the escalation level the assignment staffs ("L1": the first one)
+
+    assignments: tuple[Assignment, ...] = ()
+    accepted_by: frozenset[str] = frozenset()
+    excluded_engineers: frozenset[str] = frozenset()  # declined, handed back or complained about
+    engineer_floor: str = "L1"  # after a complaint: the next engineer is at least this level
+    dispatch_cause: int = 0  # the highest ticket version dispatch has reacted to
+    spare_units: frozenset[str] = frozenset()  # reserved, shipped or installed for this ticket
+    loaned_units: frozenset[str] = frozenset()  # installed at the customer, on loan
+    overdue_units: frozenset[str] = frozenset()
+
+    @property
+    def lead_engineer(self) -> str | None:
+        return next((a.engineer for a in self.assignments if a.role == "lead"), None)
+
+    @property
+    def engineers(self) -> tuple[str, ...]:
+        return tuple(a.engineer for a in self.assignments)
+
+    @property
+    def staffed_level(self) -> str:
+        """The highest escalation level whose engineers are on the ticket."""
+        return max((a.for_level for a in self.assignments), key=ESCALATION_LEVELS.index, default="L1")
+
+    def assign_engineer(
+        self, *, engineer: str, level: str, role: str, for_level: str, rules: list[str], reason: str, cause: int,
+        at: datetime, actor: Actor, correlation_id: str,
+    ) -> None:
+        """Put an engineer on the ticket; `rules` are the dispatch rules that matched, and
+        `cause` the ticket version dispatch reacted to. A new lead keeps the previous
+        one on the ticket as support (a hand-over)."""
+        self._check("assign_engineer")
+        if engineer in self.engineers:
+            raise IllegalTransition("assign_engineer", self.status, f"{engineer} is already on ticket {self.number}")
+        self.trigger_event(
+            self.EngineerAssigned, timestamp=at, engineer=engineer, level=level, role=role, for_level=for_level,
+            rules=rules, reason=reason, replaces=self.lead_engineer if role == "lead" else None, cause=cause,
+            actor=actor, correlation_id=correlation_id,
+        )
+
+    def record_no_engineer(
+        self, *, role: str, for_level: str, reason: str, rejected: dict[str, int], next_step: str, cause: int,
+        at: datetime, actor: Actor, correlation_id: str,
+    ) -> None:
+        """Nobody fits: say why (how many engineers each rule ruled out) and what happens next."""
+        self._check("record_no_engineer")
+        self.trigger_event(
+            self.NoEngineerAvailable, timestamp=at, role=role, for_level=for_level, reason=reason, rejected=rejected,
+            next_step=next_step, cause=cause, actor=actor, correlation_id=correlation_id,
+        )
+
+    def accept_assignment(self, *, engineer: str, at: datetime, actor: Actor, correlation_id: str) -> bool:
+        """False (and no event) when the engineer had already accepted."""
+        self._check_engineer("accept_assignment", engineer)
+        if engineer in self.accepted_by:
+            return False
+        self.trigger_event(self.AssignmentAccepted, timestamp=at, engineer=engineer, actor=actor, correlation_id=correlation_id)
+        return True
+
+    def decline_assignment(self, *, engineer: str, reason: str, at: datetime, actor: Actor, correlation_id: str) -> None:
+        self._check_engineer("decline_assignment", engineer)
+        if engineer in self.accepted_by:
+            raise IllegalTransition("decline_assignment", self.status, f"{engineer} already accepted: hand the ticket back instead")
+        self.trigger_event(
+            self.AssignmentDeclined, timestamp=at, engineer=engineer, reason=reason, actor=actor, correlation_id=correlation_id
+        )
+
+    def depart(self, *, engineer: str, eta: str, at: datetime, actor: Actor, correlation_id: str) -> None:
+        self._check_engineer("depart", engineer)
+        self.trigger_event(self.EngineerDeparted, timestamp=at, engineer=engineer, eta=eta, actor=actor, correlation_id=correlation_id)
+
+    def hand_back(self, *, engineer: str, reason: str, at: datetime, actor: Actor, correlation_id: str) -> None:
+        self._check_engineer("hand_back", engineer)
+        self.trigger_event(
+            self.EngineerHandedBack, timestamp=at, engineer=engineer, reason=reason, actor=actor, correlation_id=correlation_id
+        )
+
+    def complain_about_engineer(
+        self, *, engineer: str, level: str, reason: str, at: datetime, actor: Actor, correlation_id: str
+    ) -> None:
+        """The customer complains (seed 003): the engineer leaves the ticket, and whoever
+        replaces them is at least of their `level`."""
+        self._check_engineer("complain_about_engineer", engineer)
+        self.trigger_event(
+            self.EngineerComplaint, timestamp=at, engineer=engineer, level=level, reason=reason,
+            actor=actor, correlation_id=correlation_id,
+        )
+
+    def _check_engineer(self, command: str, engineer: str) -> None:
+        self._check(command)
+        if engineer not in self.engineers:
+            raise NotOnTicket(command, self.status, f"{engineer} is not on ticket {self.number}")
+
+    # -- dispatch: spare units lent to the customer --------------------------------------
+
+    def reserve_spare(
+        self, *, unit: str, serial: str, model: str, warehouse: str, distance_km: float | None, reason: str,
+        cause: int, at: datetime, actor: Actor, correlation_id: str,
+    ) -> None:
+        self._check("reserve_spare")
+        self.trigger_event(
+            self.SpareUnitReserved, timestamp=at, unit=unit, serial=serial, model=model, warehouse=warehouse,
+            distance_km=distance_km, reason=reason, cause=cause, actor=actor, correlation_id=correlation_id,
+        )
+
+    def record_no_spare(
+        self, *, model: str, reason: str, next_step: str, cause: int, at: datetime, actor: Actor, correlation_id: str
+    ) -> None:
+        self._check("record_no_spare")
+        self.trigger_event(
+            self.SpareUnitUnavailable, timestamp=at, model=model, reason=reason, next_step=next_step, cause=cause,
+            actor=actor, correlation_id=correlation_id,
+        )
+
+    def ship_spare(self, *, unit: str, reference: str, at: datetime, actor: Actor, correlation_id: str) -> None:
+        self._check_spare("ship_spare", unit)
+        self.trigger_event(self.SpareUnitShipped, timestamp=at, unit=unit, reference=reference, actor=actor, correlation_id=correlation_id)
+
+    def install_spare(self, *, unit: str, return_by: datetime, at: datetime, actor: Actor, correlation_id: str) -> None:
+        self._check_spare("install_spare", unit)
+        self.trigger_event(self.SpareUnitInstalled, timestamp=at, unit=unit, return_by=return_by, actor=actor, correlation_id=correlation_id)
+
+    def return_spare(self, *, unit: str, note: str, at: datetime, actor: Actor, correlation_id: str) -> None:
+        self._check_spare("return_spare", unit)
+        self.trigger_event(self.SpareUnitReturned, timestamp=at, unit=unit, note=note, actor=actor, correlation_id=correlation_id)
+
+    def convert_loan(self, *, unit: str, how: str, note: str, at: datetime, actor: Actor, correlation_id: str) -> None:
+        """The loaned unit stays with the customer for good (sold, or kept as the replacement)."""
+        self._check_spare("convert_loan", unit)
+        if unit not in self.loaned_units:
+            raise NotOnTicket("convert_loan", self.status, f"spare unit {unit} is not on loan to the customer")
+        self.trigger_event(self.SpareLoanConverted, timestamp=at, unit=unit, how=how, note=note, actor=actor, correlation_id=correlation_id)
+
+    def record_return_overdue(self, *, unit: str, return_by: datetime, at: datetime, actor: Actor, correlation_id: str) -> None:
+        self._check_spare("record_return_overdue", unit)
+        self.trigger_event(
+            self.SpareReturnOverdue, timestamp=at, unit=unit, return_by=return_by, actor=actor, correlation_id=correlation_id
+        )
+
+    def release_spare(self, *, unit: str, reason: str, at: datetime, actor: Actor, correlation_id: str) -> None:
+        self._check_spare("release_spare", unit)
+        self.trigger_event(
+            self.SpareReservationReleased, timestamp=at, unit=unit, reason=reason, actor=actor, correlation_id=correlation_id
+        )
+
+    def _check_spare(self, command: str, unit: str) -> None:
+        self._check(command)
+        if unit not in self.spare_units:
+            raise NotOnTicket(command, self.status, f"spare unit {unit} is not on ticket {self.number}")
+
+    def _check_no_loan(self) -> None:
+        if self.loaned_units:
+            units = ", ".join(sorted(self.loaned_units))
+            raise LoanOutstanding(
+                "close", self.status, f"spare unit {units} is still on loan at the customer: return it or convert the loan"
+            )
+
+    # -- dispatch events: state assignment only ----------------------------------------
+
+    class EngineerAssigned(Event):
+        engineer: str
+        level: str
+        role: str
+        for_level: str
+        rules: list[str]
+        reason: str
+        replaces: str | None
+        cause: int
+
+        def apply(self, ticket: Ticket) -> None:
+            kept = tuple(a._replace(role="support") if self.role == "lead" and a.role == "lead" else a for a in ticket.assignments)
+            ticket.assignments = (*kept, Ticket.Assignment(self.engineer, self.level, self.role, self.for_level))
+            ticket.dispatch_cause = max(ticket.dispatch_cause, self.cause)
+
+    class NoEngineerAvailable(Event):
+        role: str
+        for_level: str
+        reason: str
+        rejected: dict[str, int]
+        next_step: str
+        cause: int
+
+        def apply(self, ticket: Ticket) -> None:
+            ticket.dispatch_cause = max(ticket.dispatch_cause, self.cause)
+
+    class AssignmentAccepted(Event):
+        engineer: str
+
+        def apply(self, ticket: Ticket) -> None:
+            ticket.accepted_by = ticket.accepted_by | {self.engineer}
+
+    class _EngineerLeft(Event):
+        """An engineer leaves the ticket and is not dispatched to it again."""
+
+        engineer: str
+        reason: str
+
+        def apply(self, ticket: Ticket) -> None:
+            ticket.assignments = tuple(a for a in ticket.assignments if a.engineer != self.engineer)
+            ticket.accepted_by = ticket.accepted_by - {self.engineer}
+            ticket.excluded_engineers = ticket.excluded_engineers | {self.engineer}
+
+    class AssignmentDeclined(_EngineerLeft):
+        pass
+
+    class EngineerHandedBack(_EngineerLeft):
+        pass
+
+    class EngineerComplaint(_EngineerLeft):
+        level: str
+
+        def apply(self, ticket: Ticket) -> None:
+            super().apply(ticket)
+            ticket.engineer_floor = max(ticket.engineer_floor, self.level, key=ESCALATION_LEVELS.index)
+
+    class EngineerDeparted(Event):
+        engineer: str
+        eta: str
+
+    class SpareUnitReserved(Event):
+        unit: str
+        serial: str
+        model: str
+        warehouse: str
+        distance_km: float | None
+        reason: str
+        cause: int
+
+        def apply(self, ticket: Ticket) -> None:
+            ticket.spare_units = ticket.spare_units | {self.unit}
+            ticket.dispatch_cause = max(ticket.dispatch_cause, self.cause)
+
+    class SpareUnitUnavailable(Event):
+        model: str
+        reason: str
+        next_step: str
+        cause: int
+
+        def apply(self, ticket: Ticket) -> None:
+            ticket.dispatch_cause = max(ticket.dispatch_cause, self.cause)
+
+    class SpareUnitShipped(Event):
+        unit: str
+        reference: str
+
+    class SpareUnitInstalled(Event):
+        unit: str
+        return_by: datetime
+
+        def apply(self, ticket: Ticket) -> None:
+            ticket.loaned_units = ticket.loaned_units | {self.unit}
+
+    class _SpareUnitGone(Event):
+        """The unit no longer concerns the ticket: back in stock, or the customer's for good."""
+
+        unit: str
+
+        def apply(self, ticket: Ticket) -> None:
+            ticket.spare_units = ticket.spare_units - {self.unit}
+            ticket.loaned_units = ticket.loaned_units - {self.unit}
+            ticket.overdue_units = ticket.overdue_units - {self.unit}
+
+    class SpareUnitReturned(_SpareUnitGone):
+        note: str
+
+    class SpareLoanConverted(_SpareUnitGone):
+        how: str  # "sold" or "replaced"
+        note: str
+
+    class SpareReservationReleased(_SpareUnitGone):
+        reason: str
+
+    class SpareReturnOverdue(Event):
+        unit: str
+        return_by: datetime
+
+        def apply(self, ticket: Ticket) -> None:
+            ticket.overdue_units = ticket.overdue_units | {self.unit}

@@ -11,7 +11,7 @@ from sqlalchemy import Engine, Table
 from sqlalchemy.dialects import postgresql, sqlite
 
 from shared.projections.tracking import metadata, read_position, save_position
-from shared.store import EventStore
+from shared.store import EventStore, surviving_start_race
 
 
 class AggregateRows:
@@ -23,7 +23,7 @@ class AggregateRows:
     def __init__(self, store: EventStore, engine: Engine) -> None:
         self.store = store
         self.engine = engine
-        metadata.create_all(engine)
+        surviving_start_race(lambda: metadata.create_all(engine))
         self._insert = (postgresql if engine.dialect.name == "postgresql" else sqlite).insert
 
     def row(self, aggregate: Any) -> dict[str, Any]:

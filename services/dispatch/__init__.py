@@ -1,0 +1,1 @@
+"""Dispatch: engineers, duty rotas and spare units, assigned automatically."""

@@ -1,0 +1,74 @@
+"""`python -m services.dispatch`: the dispatch API on TICKETING_DISPATCH_PORT and the
+dispatch worker (a durable JetStream consumer), in one process, until SIGTERM or SIGINT.
+
+Reads TICKETING_DATABASE_URL, TICKETING_NATS_URL (required), TICKETING_ENGINEERS_FILE
+and TICKETING_SPARE_UNITS_FILE (loaded at start; unchanged files record nothing).
+Run as many as you like: they share the durable consumer, and every decision is
+guarded by the streams it writes.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+import uvicorn
+
+from services.dispatch.wiring import Dispatch, dispatch
+from services.dispatch.worker import DispatchWorker
+from services.relay.__main__ import unless_stopped
+from shared.bus import connect, ensure_event_stream
+from shared.settings import Settings
+
+log = logging.getLogger("services.dispatch")
+
+
+async def consume(parts: Dispatch, settings: Settings, nats_url: str, stop: asyncio.Event) -> None:
+    # The client retries forever while NATS is down; the API serves meanwhile, and a stop still stops.
+    nc = await unless_stopped(stop, connect(nats_url))
+    if nc is None:
+        return
+    try:
+        js = nc.jetstream()
+        await ensure_event_stream(js, settings.stream_name)
+        worker = DispatchWorker(parts.dispatcher, parts.spares, js, stream=settings.stream_name,
+                                durable=settings.dispatch_consumer, overdue_every=settings.overdue_check_seconds)
+        await worker.run(stop)
+    finally:
+        await nc.close()
+
+
+async def serve(parts: Dispatch, settings: Settings, nats_url: str) -> None:
+    server = uvicorn.Server(uvicorn.Config(parts.app, host=settings.http_host, port=settings.dispatch_port, log_level="warning"))
+    stop = asyncio.Event()
+    worker = asyncio.create_task(consume(parts, settings, nats_url, stop))
+    # A worker that dies takes the API with it, so the process exits and is seen to.
+    worker.add_done_callback(lambda _: setattr(server, "should_exit", True))
+    try:
+        await server.serve()
+    finally:
+        stop.set()
+        await worker
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s dispatch %(levelname)s %(name)s: %(message)s")
+    # uvicorn handles the signals while it serves and raises them again when done:
+    # exit cleanly then, and on a signal during start-up.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: sys.exit(0))
+    settings = Settings()
+    if not settings.nats_url:
+        sys.exit("dispatch: TICKETING_NATS_URL is not set; the dispatch worker consumes ticket events from NATS")
+    parts = dispatch(settings)
+    log.info("dispatch API on %s:%d", settings.http_host, settings.dispatch_port)
+    try:
+        asyncio.run(serve(parts, settings, settings.nats_url))
+    finally:
+        parts.close()
+        log.info("dispatch stopped")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""The dispatch worker on a real nats-server, fed by the real relay, on SQLite and
+PostgreSQL: a new ticket is assigned; a reaction that fails is delivered again and
+recorded once; every event delivered again records nothing; two workers share the
+durable consumer and assign each ticket once."""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from nats.aio.client import Client
+from nats.js.errors import NotFoundError
+
+from services.dispatch.wiring import Dispatch, dispatch
+from services.dispatch.worker import DispatchWorker
+from services.relay.worker import Relay
+from shared.bootstrap import Intake, intake
+from shared.bus import connect, ensure_event_stream
+from shared.clock import FakeClock
+from shared.settings import ROOT, Settings
+
+pytestmark = pytest.mark.nats
+
+STREAM = "EVENTS"
+TUESDAY_0200 = datetime(2026, 11, 24, 2, 0, tzinfo=timezone(timedelta(hours=8)))
+ADMIN = {"kind": "agent", "id": "admin"}
+OUTAGE = {"severity": "P1", "category": "fault", "channel": "monitoring", "customer": "C-汉中电力", "contract": "K-2026-017",
+          "site": {"city": "汉中"}, "device": {"model": "S5700-28C-EI"}, "summary": "核心交换机宕机", "description": "",
+          "contact": {}, "source": {}}
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return Settings(database_url=database_url, contracts_file=ROOT / "deploy" / "contracts.toml")
+
+
+@pytest.fixture
+def front(settings: Settings) -> Iterator[Intake]:
+    parts = intake(settings, clock=FakeClock(TUESDAY_0200))
+    yield parts
+    parts.close()
+
+
+@pytest.fixture
+def back(settings: Settings, front: Intake) -> Iterator[Dispatch]:
+    parts = dispatch(settings, clock=front.desk.clock)
+    yield parts
+    parts.close()
+
+
+@pytest.fixture
+async def nc(nats_url: str) -> AsyncIterator[Client]:
+    client = await connect(nats_url)
+    await ensure_event_stream(client.jetstream(), STREAM)
+    yield client
+    await client.close()
+
+
+@asynccontextmanager
+async def worker(parts: Dispatch, nc: Client, durable: str = "dispatch") -> AsyncIterator[None]:
+    stop = asyncio.Event()
+    running = asyncio.create_task(
+        DispatchWorker(parts.dispatcher, parts.spares, nc.jetstream(), stream=STREAM, durable=durable, overdue_every=60).run(stop)
+    )
+    try:
+        yield
+    finally:
+        stop.set()
+        await running
+
+
+async def until(condition: Callable[[], Any], timeout: float = 10) -> Any:
+    """Poll `condition` (a function, or a coroutine function) until it holds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        await asyncio.sleep(0.02)
+    pytest.fail("condition not met in time")
+
+
+async def consumer_idle(nc: Client, durable: str) -> bool:
+    try:
+        info = await nc.jetstream().consumer_info(STREAM, durable)
+    except NotFoundError:
+        return False  # the worker has not subscribed yet
+    return info.num_pending == 0 and info.num_ack_pending == 0
+
+
+def open_ticket(front: Intake) -> str:
+    return str(front.desk.open(details=OUTAGE, token=None, actor=ADMIN, correlation_id="worker-test").ticket.id)
+
+
+def assignments(front: Intake, ticket: str) -> list[str]:
+    return [e.engineer for e in front.desk.history(ticket) if type(e).__name__ == "EngineerAssigned"]
+
+
+async def test_a_new_ticket_is_assigned_and_acknowledged(front: Intake, back: Dispatch, nc: Client) -> None:
+    ticket = open_ticket(front)
+    relay = Relay(front.desk.store, nc, STREAM)
+    async with worker(back, nc):
+        await relay.relay_available()
+        assert await until(lambda: assignments(front, ticket)) == ["E-013"]
+        await relay.relay_available()
+        await until(lambda: consumer_idle(nc, "dispatch"))
+    assigned = front.desk.history(ticket)[-1]
+    assert assigned.correlation_id == "worker-test"  # the reaction carries the story's correlation id
+
+
+async def test_a_failed_reaction_is_delivered_again_and_recorded_once(front: Intake, back: Dispatch, nc: Client,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    react, failures = back.dispatcher.react, []
+
+    def flaky(*arguments: Any) -> str:
+        if not failures:
+            failures.append(arguments)
+            raise ConnectionError("database went away")
+        return react(*arguments)
+
+    monkeypatch.setattr(back.dispatcher, "react", flaky)
+    ticket = open_ticket(front)
+    async with worker(back, nc):
+        await Relay(front.desk.store, nc, STREAM).relay_available()
+        assert await until(lambda: assignments(front, ticket)) == ["E-013"]
+    assert len(failures) == 1 and failures[0][2] == "ticket.opened"
+
+
+async def test_everything_delivered_again_records_nothing(front: Intake, back: Dispatch, nc: Client) -> None:
+    tickets = [open_ticket(front) for _ in range(3)]
+    relay = Relay(front.desk.store, nc, STREAM)
+    async with worker(back, nc):
+        await relay.relay_available()
+        await until(lambda: all(assignments(front, t) for t in tickets))
+        await relay.relay_available()  # the assignments themselves, which dispatch ignores
+    recorded = front.desk.store.recorder.max_notification_id()
+    async with worker(back, nc, durable="dispatch-replay"):  # a new consumer: the whole stream again
+        await until(lambda: consumer_idle(nc, "dispatch-replay"))
+    assert front.desk.store.recorder.max_notification_id() == recorded
+    assert [assignments(front, t) for t in tickets] == [["E-013"], ["E-013"], ["E-013"]]
+
+
+async def test_two_workers_share_the_durable_consumer(front: Intake, back: Dispatch, settings: Settings, nc: Client) -> None:
+    other = dispatch(settings, clock=front.desk.clock)
+    try:
+        tickets = [open_ticket(front) for _ in range(8)]
+        async with worker(back, nc), worker(other, nc):
+            await Relay(front.desk.store, nc, STREAM).relay_available()
+            await until(lambda: all(assignments(front, t) for t in tickets), timeout=20)
+        assert all(len(assignments(front, t)) == 1 for t in tickets)
+        loads = {code: back.roster.get(code).load for code in ("E-013", "E-019", "E-020", "E-005", "E-002")}
+        assert sum(loads.values()) == 8 and all(load <= back.roster.get(c).profile.max_tickets for c, load in loads.items())
+    finally:
+        other.close()
