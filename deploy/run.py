@@ -90,7 +90,9 @@ def main() -> int:
             processes.append(subprocess.Popen([sys.executable, "-m", module], env=env, cwd=Path(__file__).parent.parent))
         base = f"http://{settings.http_host}:{settings.http_port}"
         wait_ready(f"{base}/readyz", processes)
-        print(f"API        {base}/v1/tickets\ndocs       {base}/docs\nCtrl-C stops everything.", flush=True)
+        dispatch = f"http://{settings.http_host}:{settings.dispatch_port}"
+        print(f"API        {base}/v1/tickets\ndocs       {base}/docs", flush=True)
+        print(f"dispatch   {dispatch}/v1/engineers\n           {dispatch}/docs\nCtrl-C stops everything.", flush=True)
         while not interrupted:
             if dead := exited(processes):
                 print(f"{dead} stopped; stopping the rest", file=sys.stderr, flush=True)
