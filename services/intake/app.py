@@ -138,11 +138,21 @@ def create_app(
         status: schemas.Status | None = None,
         severity: schemas.Severity | None = None,
         customer: Annotated[str | None, Query(max_length=200)] = None,
+        region: Annotated[str | None, Query(max_length=200)] = None,
+        engineer: Annotated[str | None, Query(max_length=200, description="The lead engineer.")] = None,
+        escalation_level: Annotated[Literal["L1", "L2", "L3", "L4"] | None, Query()] = None,
+        breached: Annotated[bool | None, Query(description="Any SLA target breached.")] = None,
+        received_from: AwareDatetime | None = None,
+        received_until: AwareDatetime | None = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
         offset: Annotated[int, Query(ge=0)] = 0,
     ) -> dict[str, Any]:
         """The ticket list read model: newest first. It trails the store by milliseconds."""
-        where = TicketFilter(status=status, severity=severity, customer=customer, limit=limit, offset=offset)
+        where = TicketFilter(
+            status=status, severity=severity, customer=customer, region=region, engineer=engineer,
+            escalation_level=escalation_level, breached=breached, received_from=received_from,
+            received_until=received_until, limit=limit, offset=offset,
+        )
         rows, total = ticket_list.query(where)
         return {"tickets": rows, "total": total, "limit": limit, "offset": offset}
 
@@ -166,9 +176,15 @@ def create_app(
         return as_recorded(ticket) if version else schemas.TicketRead.of(ticket, policy, desk.clock.now())
 
     @app.get("/v1/tickets/{reference}/events", tags=["tickets"], response_model=list[schemas.HistoryEntry])
-    def ticket_history(reference: TicketRef) -> list[dict[str, Any]]:
-        """The ticket's full, ordered history: every event with version, type, time, actor and data."""
-        return [history_entry(event) for event in desk.history(reference)]
+    def ticket_history(
+        reference: TicketRef,
+        after_version: Annotated[int, Query(ge=0, description="Page on: the last version you have.")] = 0,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
+    ) -> list[dict[str, Any]]:
+        """The ticket's ordered history: every event with version, type, time, actor, hashes and
+        data; a page of `limit` events after `after_version`."""
+        ticket_id = desk.get(reference).id
+        return [history_entry(e) for e in desk.store.events.get(ticket_id, gt=after_version or None, limit=limit)]
 
     @app.get("/v1/events", tags=["audit"], response_model=schemas.Feed)
     def global_feed(

@@ -6,10 +6,11 @@ by the event itself), so the list can never disagree with a replay of the stream
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Column, DateTime, Integer, String, Table, func, select
+from sqlalchemy import Boolean, Column, DateTime, Integer, String, Table, func, select
 
 from shared.domain.ticket import Ticket
 from shared.projections.aggregate_rows import AggregateRows
@@ -28,6 +29,10 @@ tickets = Table(
     Column("customer", String(200), nullable=False, index=True),
     Column("contract", String(200)),
     Column("city", String(200)),
+    Column("region", String(200), index=True),
+    Column("engineer", String(200), index=True),  # the lead engineer
+    Column("escalation_level", String(4), nullable=False),
+    Column("breached", Boolean, nullable=False),  # any SLA target breached, in any cycle
     Column("summary", String(200), nullable=False),
     Column("received_at", DateTime(timezone=True), nullable=False, index=True),
     Column("updated_at", DateTime(timezone=True), nullable=False),
@@ -40,6 +45,8 @@ def _row(ticket: Ticket) -> dict[str, Any]:
         "id": str(ticket.id), "number": ticket.number, "status": str(ticket.status),
         "severity": str(ticket.severity), "category": str(ticket.category), "customer": ticket.customer,
         "contract": ticket.contract, "city": ticket.site.get("city"), "summary": ticket.summary,
+        "region": ticket.site.get("region") or ticket.entitlement.get("region"), "engineer": ticket.lead_engineer,
+        "escalation_level": ticket.escalation_level, "breached": any(c.breached for c in ticket.sla.clocks.values()),
         "received_at": ticket.received_at, "updated_at": ticket.modified_on, "version": ticket.version,
     }
 
@@ -49,6 +56,12 @@ class TicketFilter:
     status: str | None = None
     severity: str | None = None
     customer: str | None = None
+    region: str | None = None
+    engineer: str | None = None
+    escalation_level: str | None = None
+    breached: bool | None = None
+    received_from: datetime | None = None
+    received_until: datetime | None = None
     limit: int = 50
     offset: int = 0
 
@@ -69,9 +82,13 @@ class TicketListProjection(AggregateRows):
     def query(self, where: TicketFilter) -> tuple[list[dict[str, Any]], int]:
         conditions = [
             getattr(tickets.c, name) == value
-            for name in ("status", "severity", "customer")
+            for name in ("status", "severity", "customer", "region", "engineer", "escalation_level", "breached")
             if (value := getattr(where, name)) is not None
         ]
+        if where.received_from is not None:
+            conditions.append(tickets.c.received_at >= where.received_from)
+        if where.received_until is not None:
+            conditions.append(tickets.c.received_at < where.received_until)
         with self.engine.connect() as conn:
             total = conn.scalar(select(func.count()).select_from(tickets).where(*conditions)) or 0
             rows = conn.execute(

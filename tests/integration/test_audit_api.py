@@ -99,3 +99,37 @@ async def test_timeline_and_incident_report(api: httpx.AsyncClient, clock: FakeC
     assert markdown.headers["content-type"].startswith("text/markdown")
     assert f"# Incident report {ticket['number']}" in markdown.text
     assert "| on-site | met | 2026-11-20 21:00 | 2026-11-20 20:10 |" in markdown.text
+
+
+async def test_history_pages_for_long_tickets(api: httpx.AsyncClient, clock: FakeClock) -> None:
+    ticket = await worked_ticket(api, clock)
+    first = (await api.get(f"/v1/tickets/{ticket['id']}/events", params={"limit": 4})).json()
+    rest = (await api.get(f"/v1/tickets/{ticket['id']}/events", params={"after_version": 4})).json()
+    assert [e["version"] for e in first] == [1, 2, 3, 4]
+    assert [e["version"] for e in first + rest] == list(range(1, 10))
+
+
+async def test_ticket_list_filters_on_region_escalation_breach_and_receipt(
+    api: httpx.AsyncClient, service: Intake, clock: FakeClock
+) -> None:
+    quiet = (await api.post("/v1/tickets", json=incident(site={"city": "汉中", "region": "陕南"}))).json()
+    clock.advance(hours=1)
+    loud = (await api.post("/v1/tickets", json=incident(site={"city": "宝鸡", "region": "关中"}))).json()
+    await api.post(f"/v1/tickets/{loud['id']}/escalate", json={"level": "L3", "reason": "客户投诉"})
+    desk = service.desk
+    ticket = desk.get(loud["id"])
+    clock.advance(hours=2)  # past the P2 response target of 1 h (7×24)
+    due = ticket.sla.clocks["response"]
+    ticket.record_sla_alert(kind="breach", target="response", cycle=due.cycle, due_at=clock.now(), at=clock.now(),
+                            actor={"kind": "service", "id": "sla_clock"}, correlation_id="t")
+    desk.store.save(ticket)
+    while service.ticket_list.catch_up():
+        pass
+    listed = lambda **params: api.get("/v1/tickets", params=params)  # noqa: E731
+    numbers = lambda response: [t["number"] for t in response.json()["tickets"]]  # noqa: E731
+    assert numbers(await listed(region="陕南")) == [quiet["number"]]
+    assert numbers(await listed(escalation_level="L3")) == [loud["number"]]
+    assert numbers(await listed(breached="true")) == [loud["number"]]
+    assert numbers(await listed(breached="false")) == [quiet["number"]]
+    assert numbers(await listed(received_from="2026-11-20T09:30:00Z")) == [loud["number"]]
+    assert numbers(await listed(received_until="2026-11-20T09:30:00Z")) == [quiet["number"]]
