@@ -181,15 +181,15 @@ def test_a_killed_sla_clock_fires_a_missed_breach_once_on_restart(processes: tup
         # Once both instances have handled every message, no duplicate can still come.
         wait_for(lambda: asyncio.run(_sla_clock_idle(product.env["TICKETING_NATS_URL"])), timeout=10)
         history = alerts(api, number)
-        assert [summary(e) for e in history] == [
-            ("sla.warning", "response"),
-            ("sla.breached", "response"), ("ticket.escalated", "L2"), ("sla.warning", "on_site"),  # on restart
-            ("sla.warning", "resolution"),
-            ("sla.breached", "on_site"), ("ticket.escalated", "L3"),
-            ("sla.breached", "resolution"), ("ticket.escalated", "L4"),
-        ]
+        summaries = [summary(e) for e in history]
+        # Exactly one breach per target, at most one warning each (a warning whose breach is
+        # already due when an instance catches up is left out), the ladder climbed once, in order.
+        # How warnings interleave depends on how long the restart took, so it is not pinned.
         breaches = Counter((e["data"]["target"], e["data"]["cycle"]) for e in history if e["type"] == "sla.breached")
-        assert set(breaches.values()) == {1}
+        assert breaches == {("response", 1): 1, ("on_site", 1): 1, ("resolution", 1): 1}
+        warnings = Counter(target for kind, target in summaries if kind == "sla.warning")
+        assert warnings["response"] == 1 and set(warnings.values()) == {1}
+        assert [level for kind, level in summaries if kind == "ticket.escalated"] == ["L2", "L3", "L4"]
         caught_up = instant(missed["recorded_at"])
         late = [lateness(e) for e in history if e["type"] != "ticket.escalated"]
         print(f"lateness (s): {late}")
