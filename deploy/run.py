@@ -19,7 +19,7 @@ from pathlib import Path
 from shared.nats_server import free_port, start_nats_server
 from shared.settings import Settings
 
-SERVICES = ["services.intake", "services.relay", "services.projector", "services.sla_clock", "services.dispatch"]
+SERVICES = ["services.intake", "services.relay", "services.projector", "services.sla_clock", "services.dispatch", "services.notifier"]
 STOP_GRACE_SECONDS = 10
 
 

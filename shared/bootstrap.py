@@ -18,6 +18,7 @@ from shared.settings import Settings
 from shared.sla.commitments import Commitments
 from shared.sla.policy import Policy, load_policy
 from shared.store import open_store
+from shared.webhooks import Webhooks
 
 CONTRACTS_FILE_ACTOR = {"kind": "service", "id": "contracts-file"}
 
@@ -30,6 +31,7 @@ class Intake:
     ticket_list: TicketListProjection
     contract_list: ContractListProjection
     sla_compliance: SlaComplianceProjection
+    webhooks: Webhooks
     app: FastAPI = field(init=False)
 
     def close(self) -> None:
@@ -58,8 +60,10 @@ def intake(
         ticket_list=TicketListProjection(store, engine),
         contract_list=ContractListProjection(store, engine),
         sla_compliance=SlaComplianceProjection(store, engine, policy, settings.time_zone),
+        webhooks=Webhooks.configure(settings, store, engine, clock),
     )
     parts.app = create_app(
-        parts.desk, parts.ticket_list, policy, contracts, parts.contract_list, parts.sla_compliance, ready=ready
+        parts.desk, parts.ticket_list, policy, contracts, parts.contract_list, parts.sla_compliance, parts.webhooks,
+        ready=ready,
     )
     return parts

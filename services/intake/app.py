@@ -20,6 +20,7 @@ from pydantic import AwareDatetime, BaseModel
 from services.intake import problems, schemas
 from services.intake.contracts import contracts_router
 from services.intake.reports import reports_router
+from services.intake.webhooks import webhooks_router
 from shared.contracts import ContractBook
 from shared.audit import FeedFilter, TimelineLine, incident_report, read_feed, report_markdown, timeline, version_at
 from shared.desk import IdempotencyToken, TicketDesk
@@ -32,6 +33,7 @@ from shared.projections.contract_list import ContractListProjection
 from shared.projections.sla_compliance import SlaComplianceProjection
 from shared.projections.ticket_list import TicketFilter, TicketListProjection
 from shared.sla.policy import CALLBACK, Policy
+from shared.webhooks import Webhooks
 from shared.sla.targets import Facts, due_from, plan_targets
 
 _ACTOR = re.compile(r"^(client|engineer|customer|agent|service):[^\s:]{1,100}$")
@@ -89,6 +91,7 @@ def create_app(
     contracts: ContractBook,
     contract_list: ContractListProjection,
     sla_compliance: SlaComplianceProjection,
+    webhooks: Webhooks,
     *,
     ready: Callable[[], dict[str, bool]] = lambda: {},
 ) -> FastAPI:
@@ -100,6 +103,7 @@ def create_app(
     problems.install(app)
     app.include_router(contracts_router(contracts, contract_list, context))
     app.include_router(reports_router(sla_compliance))
+    app.include_router(webhooks_router(webhooks, context))
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, str]:
