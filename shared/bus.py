@@ -22,6 +22,8 @@ server refuses (nats-io/nats.py#985).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
+from typing import TypeVar
 import itertools
 import json
 import logging
@@ -36,6 +38,7 @@ from nats.js.api import PubAck, StorageType, StreamConfig
 from nats.js.errors import APIError, NoStreamResponseError, NotFoundError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 EVENT_SUBJECTS = "events.>"
 CONTENT_TYPE = "application/cloudevents+json"
@@ -145,3 +148,15 @@ class AckedPublisher:
                 future.set_exception(error)
             return
         future.set_result(PubAck.from_response(response))
+
+
+async def unless_stopped(stop: asyncio.Event, work: Awaitable[T]) -> T | None:
+    """The result of `work`, or None (and `work` cancelled) if `stop` is set first."""
+    working = asyncio.ensure_future(work)
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({working, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if working.done():
+        return working.result()
+    working.cancel()
+    return None

@@ -17,8 +17,7 @@ import uvicorn
 
 from services.dispatch.wiring import Dispatch, dispatch
 from services.dispatch.worker import DispatchWorker
-from services.relay.__main__ import unless_stopped
-from shared.bus import connect, ensure_event_stream
+from shared.bus import connect, ensure_event_stream, unless_stopped
 from shared.settings import Settings
 
 log = logging.getLogger("services.dispatch")

@@ -12,8 +12,7 @@ import signal
 import sys
 
 from services.notifier.worker import Notifier
-from services.relay.__main__ import unless_stopped
-from shared.bus import connect
+from shared.bus import connect, unless_stopped
 from shared.read_db import read_engine
 from shared.settings import Settings
 from shared.store import open_store

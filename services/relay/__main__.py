@@ -10,15 +10,12 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Awaitable
-from typing import TypeVar
 
 from services.relay.worker import Relay
-from shared.bus import connect, ensure_event_stream
+from shared.bus import connect, ensure_event_stream, unless_stopped
 from shared.settings import Settings
 from shared.store import open_store
 
-T = TypeVar("T")
 log = logging.getLogger("services.relay")
 
 
@@ -41,18 +38,6 @@ async def serve(settings: Settings, nats_url: str) -> None:
             await nc.close()
     finally:
         store.close()
-
-
-async def unless_stopped(stop: asyncio.Event, work: Awaitable[T]) -> T | None:
-    """The result of `work`, or None (and `work` cancelled) if `stop` is set first."""
-    working = asyncio.ensure_future(work)
-    stopping = asyncio.ensure_future(stop.wait())
-    await asyncio.wait({working, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    stopping.cancel()
-    if working.done():
-        return working.result()
-    working.cancel()
-    return None
 
 
 def main() -> None:

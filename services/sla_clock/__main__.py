@@ -14,11 +14,10 @@ import sys
 
 from pydantic import Field
 
-from services.relay.__main__ import unless_stopped
 from services.sla_clock.alarms import SlaAlarms
 from services.sla_clock.timers import Timers, ensure_timer_stream
 from services.sla_clock.worker import SlaClockWorker
-from shared.bus import connect, ensure_event_stream
+from shared.bus import connect, ensure_event_stream, unless_stopped
 from shared.clock import SystemClock
 from shared.settings import Settings
 from shared.sla.policy import load_policy

@@ -19,6 +19,7 @@ from sqlalchemy import Column, DateTime, Engine, Float, Index, Integer, String, 
 from sqlalchemy.dialects import postgresql, sqlite
 
 from shared.projections.tracking import metadata
+from shared.store import surviving_start_race
 from shared.projections.webhook_subscriptions import utc
 
 ERROR_MAX = 500
@@ -136,7 +137,7 @@ def _maybe_utc(value: datetime | None) -> datetime | None:
 class DeliveryLog:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        metadata.create_all(engine, tables=[deliveries, attempts])
+        surviving_start_race(lambda: metadata.create_all(engine, tables=[deliveries, attempts]))
         self._insert = (postgresql if engine.dialect.name == "postgresql" else sqlite).insert
 
     # -- written by the notifier ---------------------------------------------------

@@ -26,6 +26,7 @@ from shared.projections.ticket_list import TicketListProjection
 from shared.read_db import read_engine
 from shared.store import open_store
 from tests.bench import baselines, load
+from tests.bench.sla_lateness import SLA_TICKETS, sla_lateness
 from tests.product import ROOT, start_product
 
 POSTGRES = os.environ.get("TICKETING_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -145,6 +146,8 @@ async def main() -> None:
         relayed, relay_count = await relay_throughput(backlog_db, work)
         read_rate, read_count = baselines.notification_read_rate(backlog_db)
         rebuilt, rebuild_count = rebuild_rate(backlog_db)
+        print(f"SLA clock: {SLA_TICKETS:,} open tickets, deadlines falling due over a few minutes ...", flush=True)
+        sla_rows = await sla_lateness(work, POSTGRES, SLA_TICKETS)
 
     duplicates = (peak.ok + half.ok) - len(peak.ids | half.ids)
     rows += [
@@ -161,6 +164,7 @@ async def main() -> None:
         ("projection rebuild (ticket list)", f"{rebuilt:,.0f} events/s ({rebuild_count:,})",
          f"{read_rate:,.0f}/s raw notification read", ratio(rebuilt, read_rate)),
         *((f"peak memory: {name}", f"{kib / 1024:,.0f} MiB", "—", "—") for name, kib in sorted(memory.items())),
+        *sla_rows,
     ]
     report(rows)
     with psycopg.connect(POSTGRES, autocommit=True) as conn:
