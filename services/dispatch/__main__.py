@@ -14,28 +14,27 @@ import signal
 import sys
 
 import uvicorn
+from nats.aio.client import Client
 
 from services.dispatch.wiring import Dispatch, dispatch
 from services.dispatch.worker import DispatchWorker
-from shared.bus import connect, ensure_event_stream, unless_stopped
+from shared.bus import ensure_event_stream
+from shared.process import with_nats
 from shared.settings import Settings
 
 log = logging.getLogger("services.dispatch")
 
 
 async def consume(parts: Dispatch, settings: Settings, nats_url: str, stop: asyncio.Event) -> None:
-    # The client retries forever while NATS is down; the API serves meanwhile, and a stop still stops.
-    nc = await unless_stopped(stop, connect(nats_url))
-    if nc is None:
-        return
-    try:
+    # While NATS is down the API serves meanwhile.
+    async def work(nc: Client) -> None:
         js = nc.jetstream()
         await ensure_event_stream(js, settings.stream_name)
         worker = DispatchWorker(parts.dispatcher, parts.spares, js, stream=settings.stream_name,
                                 durable=settings.dispatch_consumer, overdue_every=settings.overdue_check_seconds)
         await worker.run(stop)
-    finally:
-        await nc.close()
+
+    await with_nats(nats_url, stop, work)
 
 
 async def serve(parts: Dispatch, settings: Settings, nats_url: str) -> None:

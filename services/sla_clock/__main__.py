@@ -8,41 +8,32 @@ Run as many as you like: they share the consumers and the timers.
 from __future__ import annotations
 
 import asyncio
-import logging
-import signal
-import sys
+from contextlib import closing
 
+from nats.aio.client import Client
 from pydantic import Field
 
 from services.sla_clock.alarms import SlaAlarms
 from services.sla_clock.timers import Timers, ensure_timer_stream
 from services.sla_clock.worker import SlaClockWorker
-from shared.bus import connect, ensure_event_stream, unless_stopped
+from shared.bus import ensure_event_stream
 from shared.clock import SystemClock
+from shared.process import run_worker
 from shared.settings import Settings
 from shared.sla.policy import load_policy
 from shared.store import open_store
-
-log = logging.getLogger("services.sla_clock")
 
 
 class SlaClockSettings(Settings):
     sla_timer_stream: str = Field("SLA_TIMERS", description="The JetStream stream holding SLA deadlines.")
 
 
-async def serve(settings: SlaClockSettings, nats_url: str) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+def main() -> None:
+    settings = SlaClockSettings()
     policy = load_policy(settings.policy_file)  # a wrong policy stops us here, naming the key
-    store = open_store(settings.resolved_database_url())
-    try:
-        # The client retries forever while NATS is down; a signal must still stop us.
-        nc = await unless_stopped(stop, connect(nats_url))
-        if nc is None:
-            return
-        try:
+
+    async def keep_time(nc: Client, stop: asyncio.Event) -> None:
+        with closing(open_store(settings.resolved_database_url())) as store:
             js = nc.jetstream()
             await ensure_event_stream(js, settings.stream_name)
             await ensure_timer_stream(js, settings.sla_timer_stream)
@@ -51,19 +42,8 @@ async def serve(settings: SlaClockSettings, nats_url: str) -> None:
                 SlaAlarms(store, policy, clock), Timers(js, settings.sla_timer_stream), js, settings.stream_name, clock
             )
             await worker.run(stop)
-        finally:
-            await nc.close()
-    finally:
-        store.close()
 
-
-def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
-    settings = SlaClockSettings()
-    if not settings.nats_url:
-        sys.exit("sla_clock: TICKETING_NATS_URL is not set; deadlines are kept in NATS JetStream")
-    asyncio.run(serve(settings, settings.nats_url))
-    log.info("sla_clock stopped")
+    run_worker("sla_clock", settings, keep_time, needs_nats_for="deadlines are kept in NATS JetStream")
 
 
 if __name__ == "__main__":

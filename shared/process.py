@@ -1,0 +1,45 @@
+"""The scaffolding every NATS worker process shares: logging, the required NATS URL,
+a stop on SIGTERM/SIGINT, and a connection that is always closed."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+
+from nats.aio.client import Client
+
+from shared.bus import connect, unless_stopped
+from shared.settings import Settings
+
+Work = Callable[[Client, asyncio.Event], Awaitable[None]]
+
+
+async def with_nats(nats_url: str, stop: asyncio.Event, work: Callable[[Client], Awaitable[None]]) -> None:
+    # The client retries forever while NATS is down; a stop must still stop us.
+    nc = await unless_stopped(stop, connect(nats_url))
+    if nc is None:
+        return
+    try:
+        await work(nc)
+    finally:
+        await nc.close()
+
+
+def run_worker(name: str, settings: Settings, work: Work, *, needs_nats_for: str) -> None:
+    """Run `work(nc, stop)` until it returns; `stop` is set by SIGTERM or SIGINT."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
+    nats_url = settings.nats_url
+    if not nats_url:
+        sys.exit(f"{name}: TICKETING_NATS_URL is not set; {needs_nats_for}")
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await with_nats(nats_url, stop, lambda nc: work(nc, stop))
+
+    asyncio.run(serve())
+    logging.getLogger(f"services.{name}").info("%s stopped", name)
