@@ -86,10 +86,13 @@ def main() -> int:
             env["TICKETING_NATS_URL"] = f"nats://127.0.0.1:{port}"
         print(f"NATS       {env['TICKETING_NATS_URL']}", flush=True)
         print(f"database   {env['TICKETING_DATABASE_URL']}", flush=True)
-        for module in SERVICES:
-            processes.append(subprocess.Popen([sys.executable, "-m", module], env=env, cwd=Path(__file__).parent.parent))
         base = f"http://{settings.http_host}:{settings.http_port}"
-        wait_ready(f"{base}/readyz", processes)
+        # Intake first: it creates the store's and the read models' tables, so the
+        # others find them made instead of racing to create them.
+        for started, module in enumerate(SERVICES):
+            processes.append(subprocess.Popen([sys.executable, "-m", module], env=env, cwd=Path(__file__).parent.parent))
+            if started == 0:
+                wait_ready(f"{base}/readyz", processes)
         dispatch = f"http://{settings.http_host}:{settings.dispatch_port}"
         print(f"API        {base}/v1/tickets\ndocs       {base}/docs", flush=True)
         print(f"dispatch   {dispatch}/v1/engineers\n           {dispatch}/docs\nCtrl-C stops everything.", flush=True)

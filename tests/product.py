@@ -2,6 +2,7 @@
 NATS from the wheel) on free ports, for end-to-end tests and the benchmark."""
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import signal
@@ -46,7 +47,8 @@ def start_product(data_dir: Path, timeout: float = 60, **settings: str) -> Produ
     deadline = time.monotonic() + timeout
     while not any("Ctrl-C stops everything" in line for line in product.output):
         if time.monotonic() > deadline or process.poll() is not None:
-            os.killpg(process.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):  # the launcher may have stopped everything itself
+                os.killpg(process.pid, signal.SIGKILL)
             raise RuntimeError("the product did not start:\n" + "".join(product.output))
         try:
             product.output.append(lines.get(timeout=0.5))

@@ -36,7 +36,10 @@ async def ticket_messages(nats_url: str, ticket_id: str, expected: int, timeout:
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
-            last = (await js.stream_info("EVENTS")).state.last_seq
+            try:
+                last = (await js.stream_info("EVENTS")).state.last_seq
+            except nats.js.errors.NotFoundError:  # the relay creates it when it starts
+                last = 0
             for seq in range(read + 1, last + 1):
                 message = await js.get_msg("EVENTS", seq)
                 body = json.loads(message.data)
