@@ -22,14 +22,16 @@ server refuses (nats-io/nats.py#985).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
-from typing import TypeVar
 import itertools
 import json
 import logging
+from collections.abc import Awaitable
+from typing import TypeVar
 
 import nats
 import nats.errors
+from eventsourcing.persistence import InterfaceError as EventsourcingInterfaceError
+from eventsourcing.persistence import OperationalError as EventsourcingOperationalError
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -87,13 +89,34 @@ async def ensure_event_stream(js: JetStreamContext, name: str) -> None:
         duplicate_window=DUPLICATE_WINDOW_SECONDS,
         description="Every recorded public ticketing event, in store order.",
     )
+    await ensure_stream(js, config)
+
+
+async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
+    """Create the stream, or bring an existing one to `config` (every instance may do it)."""
     try:
-        await js.stream_info(name)
+        await js.stream_info(config.name)
     except NotFoundError:
         await js.add_stream(config)
-        log.info("created stream %s", name)
+        log.info("created stream %s", config.name)
     else:
         await js.update_stream(config)
+
+
+# Failures worth retrying in any worker: NATS or the database unreachable, slow, or
+# refusing for now. Anything else is a bug and ends the worker.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    TimeoutError,  # includes nats.errors.TimeoutError and an ack that never came
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.NoRespondersError,
+    nats.errors.OutboundBufferLimitError,
+    nats.errors.StaleConnectionError,
+    APIError,
+    NoStreamResponseError,
+    EventsourcingOperationalError,
+    EventsourcingInterfaceError,
+)
 
 
 class AckedPublisher:

@@ -20,8 +20,16 @@ from uuid import UUID
 import nats.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import NotFoundError
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+
+from shared.bus import ensure_stream
 
 log = logging.getLogger(__name__)
 
@@ -73,13 +81,7 @@ async def ensure_delivery_stream(js: JetStreamContext, name: str) -> None:
         duplicate_window=DUPLICATE_WINDOW_SECONDS,
         description="Webhook deliveries to make, one subject per subscription.",
     )
-    try:
-        await js.stream_info(name)
-    except NotFoundError:
-        await js.add_stream(config)
-        log.info("created stream %s", name)
-    else:
-        await js.update_stream(config)
+    await ensure_stream(js, config)
 
 
 def fanout_config() -> ConsumerConfig:

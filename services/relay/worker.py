@@ -27,15 +27,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Protocol
 
-import nats.errors
-import nats.js.errors
 import psycopg
-from eventsourcing.persistence import InterfaceError, OperationalError
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from psycopg import sql
 
-from shared.bus import CONTENT_TYPE, POSITION_HEADER, AckedPublisher
+from shared.bus import CONTENT_TYPE, POSITION_HEADER, TRANSIENT_ERRORS, AckedPublisher
 from shared.event_format import cloud_event, is_internal, subject
 from shared.store import EventStore
 
@@ -56,19 +53,7 @@ class StreamOutOfStep(Exception):
 
 # Failures worth retrying: NATS or the database unreachable, slow, or refusing a
 # message (a wrong expected sequence). Anything else is a bug and ends the relay.
-RETRIED = (
-    TimeoutError,  # includes nats.errors.TimeoutError and an ack that never came
-    nats.errors.ConnectionClosedError,
-    nats.errors.ConnectionReconnectingError,
-    nats.errors.NoRespondersError,
-    nats.errors.OutboundBufferLimitError,
-    nats.errors.StaleConnectionError,
-    nats.js.errors.APIError,
-    nats.js.errors.NoStreamResponseError,
-    OperationalError,
-    InterfaceError,
-    StreamOutOfStep,
-)
+RETRIED = (*TRANSIENT_ERRORS, StreamOutOfStep)
 
 
 @dataclass(frozen=True)

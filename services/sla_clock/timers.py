@@ -31,7 +31,8 @@ from uuid import UUID
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import Header, StorageType, StreamConfig
-from nats.js.errors import NotFoundError
+
+from shared.bus import ensure_stream
 
 log = logging.getLogger(__name__)
 
@@ -76,13 +77,7 @@ async def ensure_timer_stream(js: JetStreamContext, name: str) -> None:
         max_msgs_per_subject=1,
         description="One pending SLA deadline per ticket (message schedules) and the timers that fired.",
     )
-    try:
-        await js.stream_info(name)
-    except NotFoundError:
-        await js.add_stream(config)
-        log.info("created stream %s", name)
-    else:
-        await js.update_stream(config)
+    await ensure_stream(js, config)
 
 
 class Timers:

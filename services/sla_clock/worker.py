@@ -28,15 +28,13 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from uuid import UUID, uuid4
 
-import nats.errors
-import nats.js.errors
-from eventsourcing.persistence import InterfaceError, OperationalError
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from services.sla_clock.alarms import AlarmConflict, SlaAlarms
 from services.sla_clock.timers import DUE_SUBJECTS, LEAD_SECONDS, Due, Timers
+from shared.bus import TRANSIENT_ERRORS
 from shared.clock import Clock
 from shared.domain.errors import TicketNotFound
 
@@ -57,19 +55,7 @@ MAX_HOLD_SECONDS = 2 * LEAD_SECONDS
 _SETTLE_ATTEMPTS = 10
 
 # Failures worth retrying: NATS or the database unreachable, slow, or refusing.
-RETRIED = (
-    TimeoutError,  # includes nats.errors.TimeoutError
-    nats.errors.ConnectionClosedError,
-    nats.errors.ConnectionReconnectingError,
-    nats.errors.NoRespondersError,
-    nats.errors.OutboundBufferLimitError,
-    nats.errors.StaleConnectionError,
-    nats.js.errors.APIError,
-    nats.js.errors.NoStreamResponseError,
-    OperationalError,
-    InterfaceError,
-    AlarmConflict,
-)
+RETRIED = (*TRANSIENT_ERRORS, AlarmConflict)
 
 
 class SlaClockWorker:
