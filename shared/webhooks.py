@@ -75,13 +75,19 @@ def _key_file(path: Path) -> str:
     """The generated key for one machine's processes (`make run`): created once, readable
     by its owner only. Several machines must share TICKETING_SECRET_KEY instead."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_text().strip()
-    with os.fdopen(descriptor, "w") as file:
-        file.write(Fernet.generate_key().decode())
-    log.warning("generated a webhook secret key in %s; set TICKETING_SECRET_KEY in production", path)
+    if not path.exists():
+        # Written whole under a private name, then linked into place: a process starting at
+        # the same moment sees either no key or a complete one, never an empty file.
+        draft = path.with_name(f".{path.name}.{os.getpid()}")
+        with os.fdopen(os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as file:
+            file.write(Fernet.generate_key().decode())
+        try:
+            os.link(draft, path)
+            log.warning("generated a webhook secret key in %s; set TICKETING_SECRET_KEY in production", path)
+        except FileExistsError:
+            pass  # another process's key won; use it
+        finally:
+            draft.unlink()
     return path.read_text().strip()
 
 
