@@ -16,8 +16,12 @@ import time
 import urllib.request
 from pathlib import Path
 
+from shared.clock import SystemClock
+from shared.keys import Keyring, first_admin_key
 from shared.nats_server import free_port, start_nats_server
+from shared.redaction import redacted
 from shared.settings import Settings
+from shared.store import open_store
 
 SERVICES = ["services.intake", "services.relay", "services.projector", "services.sla_clock", "services.dispatch", "services.notifier"]
 STOP_GRACE_SECONDS = 10
@@ -60,6 +64,23 @@ def stop(processes: list[subprocess.Popen[bytes]]) -> None:
             process.wait()
 
 
+def announce_admin_key(settings: Settings, database_url: str, data_dir: Path) -> None:
+    if settings.admin_key:
+        print("admin key  TICKETING_ADMIN_KEY (recorded by intake)", flush=True)
+        return
+    store = open_store(database_url)
+    marker = data_dir / "admin-key.id"
+    try:
+        secret = first_admin_key(Keyring(store, SystemClock()), marker=marker)
+    finally:
+        store.close()
+    if secret:
+        print(f"admin key  {secret}\n           shown this once: keep it (Authorization: Bearer <key>)", flush=True)
+    else:
+        print(f"admin key  the one printed at the first start (id in {marker}); "
+              "`ticketctl keys create --role admin` issues another", flush=True)
+
+
 def main() -> int:
     settings = Settings()
     data_dir = settings.data_dir.resolve()
@@ -84,8 +105,8 @@ def main() -> int:
             port = free_port() if port_taken(settings.nats_port) else settings.nats_port
             processes.append(start_nats_server(data_dir / "jetstream", port, log_file=data_dir / "nats-server.log"))
             env["TICKETING_NATS_URL"] = f"nats://127.0.0.1:{port}"
-        print(f"NATS       {env['TICKETING_NATS_URL']}", flush=True)
-        print(f"database   {env['TICKETING_DATABASE_URL']}", flush=True)
+        print(f"NATS       {redacted(env['TICKETING_NATS_URL'])}", flush=True)
+        print(f"database   {redacted(env['TICKETING_DATABASE_URL'])}", flush=True)
         base = f"http://{settings.http_host}:{settings.http_port}"
         # Intake first: it creates the store's and the read models' tables, so the
         # others find them made instead of racing to create them.
@@ -93,6 +114,7 @@ def main() -> int:
             processes.append(subprocess.Popen([sys.executable, "-m", module], env=env, cwd=Path(__file__).parent.parent))
             if started == 0:
                 wait_ready(f"{base}/readyz", processes)
+                announce_admin_key(settings, env["TICKETING_DATABASE_URL"], data_dir)
         dispatch = f"http://{settings.http_host}:{settings.dispatch_port}"
         print(f"API        {base}/v1/tickets\ndocs       {base}/docs", flush=True)
         print(f"dispatch   {dispatch}/v1/engineers\n           {dispatch}/docs\nCtrl-C stops everything.", flush=True)

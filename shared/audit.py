@@ -29,11 +29,14 @@ class FeedFilter:
     streams: frozenset[UUID] | None = None  # None: every stream
     since: datetime | None = None
     until: datetime | None = None
+    customers: frozenset[str] | None = None  # only these customers' tickets; None: every stream
 
-    def admits(self, event: DomainEventProtocol[UUID]) -> bool:
+    def admits(self, event: DomainEventProtocol[UUID], owners: TicketOwners) -> bool:
         if is_internal(event):
             return False
         if self.streams is not None and event.originator_id not in self.streams:
+            return False
+        if self.customers is not None and owners.customer(event) not in self.customers:
             return False
         if (self.since and event.timestamp < self.since) or (self.until and event.timestamp >= self.until):
             return False
@@ -41,11 +44,29 @@ class FeedFilter:
         return not self.types or any(kind == t or (t.endswith(".*") and kind.startswith(t[:-1])) for t in self.types)
 
 
+class TicketOwners:
+    """Whose ticket a stream is, read from the store itself (a read model could trail
+    the feed and hide an event for good), once per stream and feed page."""
+
+    def __init__(self, store: EventStore) -> None:
+        self.store = store
+        self._customers: dict[UUID, str | None] = {}
+
+    def customer(self, event: DomainEventProtocol[UUID]) -> str | None:
+        """The customer of the event's ticket; None when the stream is not a ticket."""
+        stream = event.originator_id
+        if stream not in self._customers:
+            first = event if event.originator_version == 1 else next(iter(self.store.events.get(stream, lte=1)), None)
+            self._customers[stream] = first.customer if isinstance(first, Ticket.Opened) else None
+        return self._customers[stream]
+
+
 def read_feed(store: EventStore, after: int, limit: int, where: FeedFilter, scan: int = 5_000) -> tuple[list[dict[str, Any]], int]:
     """Up to `limit` matching events after position `after`, reading at most `scan`
     notifications; returns them and the position to continue after (stable: it is
     the last position read, matched or not)."""
     entries: list[dict[str, Any]] = []
+    owners = TicketOwners(store)
     position = after
     while len(entries) < limit and position - after < scan:
         batch = store.recorder.select_notifications(position, min(500, scan), inclusive_of_start=False)
@@ -54,7 +75,7 @@ def read_feed(store: EventStore, after: int, limit: int, where: FeedFilter, scan
         for notification in batch:
             position = notification.id
             event = store.decode(notification)
-            if where.admits(event):
+            if where.admits(event, owners):
                 entries.append(history_entry(event) | {"position": notification.id, "stream_id": event.originator_id})
                 if len(entries) == limit:
                     break

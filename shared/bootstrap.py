@@ -6,11 +6,14 @@ from dataclasses import dataclass, field
 
 from fastapi import FastAPI
 
+from services.intake.access import Gate
 from services.intake.app import create_app
 from shared.clock import Clock, SystemClock
 from shared.contracts import ContractBook
 from shared.desk import TicketDesk
+from shared.keys import record_admin_key
 from shared.projections.contract_list import ContractListProjection
+from shared.projections.key_list import KeyListProjection
 from shared.projections.sla_compliance import SlaComplianceProjection
 from shared.projections.ticket_list import TicketListProjection
 from shared.read_db import read_engine
@@ -32,6 +35,8 @@ class Intake:
     contract_list: ContractListProjection
     sla_compliance: SlaComplianceProjection
     webhooks: Webhooks
+    gate: Gate
+    key_list: KeyListProjection
     app: FastAPI = field(init=False)
 
     def close(self) -> None:
@@ -61,9 +66,13 @@ def intake(
         contract_list=ContractListProjection(store, engine),
         sla_compliance=SlaComplianceProjection(store, engine, policy, settings.time_zone),
         webhooks=Webhooks.configure(settings, store, engine, clock),
+        gate=Gate.configure(settings, store, clock),
+        key_list=KeyListProjection(store, engine),
     )
+    if settings.admin_key:
+        record_admin_key(parts.gate.keyring, settings.admin_key.get_secret_value())
     parts.app = create_app(
         parts.desk, parts.ticket_list, policy, contracts, parts.contract_list, parts.sla_compliance, parts.webhooks,
-        ready=ready,
+        parts.gate, parts.key_list, max_body_bytes=settings.max_body_bytes, ready=ready,
     )
     return parts

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -164,12 +165,17 @@ class TicketDesk:
         expected_version: int | None,
         actor: Actor,
         correlation_id: str,
+        allowed: Callable[[Ticket], bool] = lambda _: True,
         **arguments: Any,
     ) -> Ticket:
         """Run one ticket command. With `expected_version` a concurrent change is the
-        caller's conflict (409); without it the command is retried on the new state."""
+        caller's conflict (409); without it the command is retried on the new state.
+        A ticket the caller is not `allowed` to see is not found, judged on the very
+        state the command runs on."""
         for _ in range(_SAVE_ATTEMPTS):
             ticket = self.get(reference)
+            if not allowed(ticket):
+                raise TicketNotFound(str(reference))
             if expected_version is not None and ticket.version != expected_version:
                 raise VersionConflict(expected_version, ticket.version)
             at = self._at(ticket)

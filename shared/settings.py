@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from pydantic import Field, NonNegativeFloat, SecretStr, field_validator
+from pydantic import Field, NonNegativeFloat, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,6 +33,21 @@ class Settings(BaseSettings):
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'ticketing.sqlite'}"
+
+    # -- NATS credentials, for a server that requires them (deploy/nats/) -------------
+    nats_user: str | None = Field(
+        None,
+        description="The NATS user this process connects as, e.g. its own in deploy/nats/nats-server.conf. "
+        "A user and password in TICKETING_NATS_URL (nats://user:pass@host:4222) work too; these win over them.",
+    )
+    nats_password: SecretStr | None = Field(None, description="TICKETING_NATS_USER's password.")
+
+    @model_validator(mode="after")
+    def _nats_user_with_password(self) -> Settings:
+        # nats-py sends a user only with a password: either one alone would be dropped unseen.
+        if (self.nats_user is None) != (self.nats_password is None):
+            raise ValueError("set TICKETING_NATS_USER and TICKETING_NATS_PASSWORD together, or neither")
+        return self
 
     # -- webhooks: the /v1/webhooks API and the notifier --------------------------
     secret_key: SecretStr | None = Field(
@@ -74,6 +89,16 @@ class Settings(BaseSettings):
     @classmethod
     def _parse_schedule(cls, value: Any) -> Any:
         return tuple(_seconds(part) for part in _comma_separated(value))
+
+    # -- access: API keys, rate limits, request size ----------------------------------
+    admin_key: SecretStr | None = Field(
+        None, description="An admin API key `make run` records (once) at start, instead of generating and printing one."
+    )
+    rate_limit: float = Field(
+        50, ge=0, description="Requests a second each API key may make on average (0: unlimited); a key may set its own."
+    )
+    rate_burst: float = Field(100, ge=1, description="Requests a key may make at once before the rate applies.")
+    max_body_bytes: int = Field(1 << 20, ge=1024, description="The largest request body the APIs accept.")
 
     # -- dispatch: engineers, spare units and the automatic dispatcher ---------------
     engineers_file: Path = Field(

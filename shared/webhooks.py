@@ -151,10 +151,13 @@ class Webhooks:
             raise WebhookNotFound(str(webhook_id))
         return webhook
 
-    def page(self, status: Status | None, limit: int, offset: int) -> tuple[list[Subscription], int]:
-        """The subscription list, caught up first so it shows every change recorded so far."""
+    def page(
+        self, status: Status | None, limit: int, offset: int, *, within: frozenset[str] | None = None
+    ) -> tuple[list[Subscription], int]:
+        """The subscription list, caught up first so it shows every change recorded so far;
+        with `within`, only subscriptions limited to some of those customers."""
         self.subscriptions.catch_up_fully()
-        return self.subscriptions.page(status, limit, offset)
+        return self.subscriptions.page(status, limit, offset, within=within)
 
     def delivery_page(
         self, webhook_id: UUID, status: DeliveryStatus | None, limit: int, offset: int

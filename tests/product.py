@@ -12,7 +12,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import httpx
+
+from shared.keys import new_secret
 from shared.nats_server import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,7 +27,19 @@ class Product:
     api: str
     nats_url: str
     process: subprocess.Popen[str]
+    admin_key: str
     output: list[str] = field(default_factory=list)
+
+    @property
+    def admin(self) -> dict[str, str]:
+        """Headers carrying the admin key the product was started with."""
+        return {"Authorization": f"Bearer {self.admin_key}"}
+
+    def key(self, role: str, name: str, **scope: Any) -> dict[str, str]:
+        """Headers carrying a new key, issued over the API as an admin would."""
+        issued = httpx.post(f"{self.api}/v1/keys", json={"role": role, "name": name} | scope, headers=self.admin)
+        issued.raise_for_status()
+        return {"Authorization": f"Bearer {issued.json()['key']}"}
 
     def stop(self, timeout: float = 30) -> int:
         self.process.send_signal(signal.SIGINT)
@@ -36,14 +52,14 @@ def start_product(data_dir: Path, timeout: float = 60, **settings: str) -> Produ
     env = {k: v for k, v in os.environ.items() if not k.startswith("TICKETING_")}
     env |= {"TICKETING_DATA_DIR": str(data_dir), "TICKETING_HTTP_PORT": str(http_port),
             "TICKETING_NATS_PORT": str(free_port()), "TICKETING_DISPATCH_PORT": str(free_port())}
-    env |= {f"TICKETING_{k.upper()}": v for k, v in settings.items()}
+    env |= {"TICKETING_ADMIN_KEY": new_secret()} | {f"TICKETING_{k.upper()}": v for k, v in settings.items()}
     process = subprocess.Popen(
         [sys.executable, "deploy/run.py"], cwd=ROOT, env=env, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
     )
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=_pump, args=(process.stdout, lines), daemon=True).start()
-    product = Product(f"http://127.0.0.1:{http_port}", "", process)
+    product = Product(f"http://127.0.0.1:{http_port}", "", process, env["TICKETING_ADMIN_KEY"])
     deadline = time.monotonic() + timeout
     while not any("Ctrl-C stops everything" in line for line in product.output):
         if time.monotonic() > deadline or process.poll() is not None:

@@ -6,8 +6,6 @@ the answer. Errors are the intake API's RFC 9457 problems.
 The store is synchronous, so routes are plain `def` and FastAPI runs them in its
 thread pool.
 """
-from __future__ import annotations
-
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -16,7 +14,9 @@ from pydantic import AwareDatetime, BaseModel
 
 from services.dispatch import schemas
 from services.intake import problems
-from services.intake.app import Ctx, TicketRef, _store_reachable
+from services.intake import limits
+from services.intake.access import Context, Gate
+from services.intake.app import TicketRef, _store_reachable
 from shared.dispatching import Need, Rota, branches_serving, duty, rank, region_of, required_skill, service_instant
 from shared.domain.contract import CODE_PATTERN
 from shared.domain.engineer import Engineer
@@ -56,14 +56,19 @@ TICKET_ACTIONS: list[tuple[str, str, type[BaseModel], str]] = [
 ]
 
 
-def create_app(parts: Dispatch) -> FastAPI:
+def create_app(parts: "Dispatch", *, max_body_bytes: int = limits.MAX_BODY_BYTES) -> FastAPI:
     app = FastAPI(
         title="Ticketing dispatch: engineers and spare units",
         version="1.0",
-        description="Engineers, duty rotas and spare units; who can take a ticket now; engineers' actions on tickets.",
+        description="Engineers, duty rotas and spare units; who can take a ticket now; engineers' actions on tickets. "
+        "Every route but /healthz and /readyz needs an API key: `Authorization: Bearer <key>`.",
     )
     problems.install(app)
+    limits.install(app, max_body_bytes)
     rules = parts.rules
+    gate = parts.gate
+    Writer = gate.context("roster:write")
+    Reader = gate.context("roster:read")
 
     def engineer_read(engineer: Engineer) -> schemas.EngineerRead:
         p = engineer.profile
@@ -84,7 +89,7 @@ def create_app(parts: Dispatch) -> FastAPI:
 
     @app.put("/v1/engineers/{code}", tags=["engineers"], response_model=schemas.EngineerRead,
              responses={201: {"model": schemas.EngineerRead, "description": "Registered"}})
-    def put_engineer(code: EngineerId, body: schemas.EngineerProfile, ctx: Ctx, response: Response) -> schemas.EngineerRead:
+    def put_engineer(code: EngineerId, body: schemas.EngineerProfile, ctx: Writer, response: Response) -> schemas.EngineerRead:
         """Register (201 + Location) or amend (200) an engineer; only what changed is recorded."""
         outcome = parts.roster.put(code, body.model_dump(), actor=ctx.actor, correlation_id=ctx.correlation_id)
         if outcome.created:
@@ -93,13 +98,13 @@ def create_app(parts: Dispatch) -> FastAPI:
         return engineer_read(outcome.aggregate)
 
     @app.get("/v1/engineers/{code}", tags=["engineers"], response_model=schemas.EngineerRead)
-    def get_engineer(code: EngineerId) -> schemas.EngineerRead:
+    def get_engineer(code: EngineerId, ctx: Reader) -> schemas.EngineerRead:
         """The engineer from their own stream: profile, tickets carried, on duty now or not."""
         return engineer_read(parts.roster.get(code))
 
     @app.get("/v1/engineers", tags=["engineers"])
     def list_engineers(
-        branch: Filter = None, region: Filter = None, level: schemas.Level | None = None, skill: Filter = None,
+        ctx: Reader, branch: Filter = None, region: Filter = None, level: schemas.Level | None = None, skill: Filter = None,
         active: bool | None = None, limit: Limit = 50, offset: Offset = 0,
     ) -> dict[str, Any]:
         """The engineer list (read model, caught up on each request), ordered by id."""
@@ -114,6 +119,7 @@ def create_app(parts: Dispatch) -> FastAPI:
 
     @app.get("/v1/availability", tags=["engineers"], response_model=schemas.Availability)
     def availability(
+        ctx: Reader,
         city: Annotated[str, Query(min_length=1, max_length=200, description="The site's city, e.g. 汉中.")],
         severity: Severity = Severity.P1,
         service_level: Annotated[str | None, Query(description="The contract's service level: premium (7×24) "
@@ -141,7 +147,7 @@ def create_app(parts: Dispatch) -> FastAPI:
 
     @app.put("/v1/spare-units/{code}", tags=["spare units"], response_model=schemas.SpareUnitRead,
              responses={201: {"model": schemas.SpareUnitRead, "description": "Registered"}})
-    def put_spare_unit(code: UnitId, body: schemas.UnitRecord, ctx: Ctx, response: Response) -> schemas.SpareUnitRead:
+    def put_spare_unit(code: UnitId, body: schemas.UnitRecord, ctx: Writer, response: Response) -> schemas.SpareUnitRead:
         """Register (201) or amend (200) a unit's serial, model and warehouse; its state moves
         only through the steps below."""
         outcome = parts.stock.put(code, body.model_dump(), actor=ctx.actor, correlation_id=ctx.correlation_id)
@@ -151,12 +157,12 @@ def create_app(parts: Dispatch) -> FastAPI:
         return schemas.SpareUnitRead.of(outcome.aggregate)
 
     @app.get("/v1/spare-units/{code}", tags=["spare units"], response_model=schemas.SpareUnitRead)
-    def get_spare_unit(code: UnitId) -> schemas.SpareUnitRead:
+    def get_spare_unit(code: UnitId, ctx: Reader) -> schemas.SpareUnitRead:
         return schemas.SpareUnitRead.of(parts.stock.get(code))
 
     @app.get("/v1/spare-units", tags=["spare units"])
     def list_spare_units(
-        model: Filter = None, warehouse: Filter = None, state: UnitState | None = None,
+        ctx: Reader, model: Filter = None, warehouse: Filter = None, state: UnitState | None = None,
         overdue: Annotated[bool | None, Query(description="true: loans past their return-by instant.")] = None,
         limit: Limit = 50, offset: Offset = 0,
     ) -> dict[str, Any]:
@@ -166,7 +172,7 @@ def create_app(parts: Dispatch) -> FastAPI:
         return {"spare_units": rows, "total": total, "limit": limit, "offset": offset}
 
     @app.get("/v1/stock", tags=["spare units"])
-    def stock(model: Filter = None, warehouse: Filter = None) -> dict[str, Any]:
+    def stock(ctx: Reader, model: Filter = None, warehouse: Filter = None) -> dict[str, Any]:
         """Units per model and warehouse, counted by state."""
         parts.reads.refresh()
         counts: dict[tuple[str, str], dict[str, Any]] = {}
@@ -178,45 +184,59 @@ def create_app(parts: Dispatch) -> FastAPI:
 
     for path, method, body_model, summary in UNIT_STEPS:
         app.post(f"/v1/spare-units/{{code}}/{path}", tags=["spare units"], summary=summary,
-                 response_model=schemas.SpareUnitRead)(_unit_step(getattr(parts.spares, method), body_model))
+                 response_model=schemas.SpareUnitRead)(_unit_step(getattr(parts.spares, method), body_model, gate))
 
     # -- engineers on tickets -------------------------------------------------------
 
     @app.get("/v1/tickets/{reference}/dispatch", tags=["ticket dispatch"], response_model=schemas.TicketDispatch)
-    def ticket_dispatch(reference: TicketRef) -> schemas.TicketDispatch:
+    def ticket_dispatch(reference: TicketRef, ctx: gate.context("tickets:read")) -> schemas.TicketDispatch:
         """Who is on the ticket and which spare units concern it."""
-        return schemas.TicketDispatch.of(parts.tickets.get(reference))
+        return schemas.TicketDispatch.of(ctx.ticket(parts.tickets, reference))
 
     @app.post("/v1/tickets/{reference}/spare-request", tags=["ticket dispatch"], response_model=schemas.ReservationRead)
-    def request_spare(reference: TicketRef, body: schemas.SpareRequest, ctx: Ctx) -> schemas.ReservationRead:
+    def request_spare(
+        reference: TicketRef, body: schemas.SpareRequest, ctx: gate.context("dispatch:request_spare")
+    ) -> schemas.ReservationRead:
         """An engineer on a P1/P2 ticket asks for a spare unit: the nearest available unit of
         the model is reserved, or the ticket records that there is none and what happens."""
+        on_ticket(ctx, reference, body)
         outcome = parts.spares.request(reference, **body.model_dump(), actor=ctx.actor, correlation_id=ctx.correlation_id)
         return schemas.ReservationRead(reserved=outcome.unit, warehouse=outcome.warehouse, distance_km=outcome.distance_km,
                                        detail=outcome.detail, ticket=schemas.TicketDispatch.of(parts.tickets.get(reference)))
 
+    def on_ticket(ctx: Context, reference: str, body: BaseModel) -> None:
+        """The ticket is in the caller's scope, and an engineer key acts as its own engineer."""
+        ctx.ticket(parts.tickets, reference)
+        if isinstance(body, schemas.Acting):
+            ctx.act_as(body.engineer)
+
     for path, method, body_model, summary in TICKET_ACTIONS:
         app.post(f"/v1/tickets/{{reference}}/{path}", tags=["ticket dispatch"], summary=summary,
-                 response_model=schemas.TicketDispatch)(_ticket_action(getattr(parts.actions, method), body_model))
+                 response_model=schemas.TicketDispatch)(_ticket_action(getattr(parts.actions, method), body_model, gate, on_ticket))
 
     return app
 
 
-def _unit_step(step: Callable[..., Any], body_model: type[BaseModel]) -> Callable[..., schemas.SpareUnitRead]:
+def _unit_step(step: Callable[..., Any], body_model: type[BaseModel], gate: Gate) -> Callable[..., schemas.SpareUnitRead]:
     def run(code, body, ctx):  # type: ignore[no-untyped-def]  # annotated below, per step
         unit = step(code, **body.model_dump(), actor=ctx.actor, correlation_id=ctx.correlation_id)
         return schemas.SpareUnitRead.of(unit)
 
     run.__name__ = step.__name__
-    run.__annotations__ = {"code": UnitId, "body": body_model, "ctx": Ctx, "return": schemas.SpareUnitRead}
+    run.__annotations__ = {"code": UnitId, "body": body_model, "ctx": gate.context("stock:move"),
+                           "return": schemas.SpareUnitRead}
     return run
 
 
-def _ticket_action(action: Callable[..., Any], body_model: type[BaseModel]) -> Callable[..., schemas.TicketDispatch]:
+def _ticket_action(
+    action: Callable[..., Any], body_model: type[BaseModel], gate: Gate, check: Callable[[Context, str, BaseModel], None]
+) -> Callable[..., schemas.TicketDispatch]:
     def run(reference, body, ctx):  # type: ignore[no-untyped-def]  # annotated below, per action
+        check(ctx, reference, body)
         ticket = action(reference, **body.model_dump(), actor=ctx.actor, correlation_id=ctx.correlation_id)
         return schemas.TicketDispatch.of(ticket)
 
     run.__name__ = action.__name__
-    run.__annotations__ = {"reference": TicketRef, "body": body_model, "ctx": Ctx, "return": schemas.TicketDispatch}
+    run.__annotations__ = {"reference": TicketRef, "body": body_model, "ctx": gate.context(f"dispatch:{action.__name__}"),
+                           "return": schemas.TicketDispatch}
     return run

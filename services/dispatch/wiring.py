@@ -9,6 +9,7 @@ from datetime import datetime, timedelta, timezone
 from fastapi import FastAPI
 
 from services.dispatch.app import create_app
+from services.intake.access import Gate
 from shared.clock import Clock, SystemClock
 from shared.desk import TicketDesk
 from shared.dispatch_actions import EngineerActions
@@ -55,6 +56,7 @@ class Dispatch:
     spares: SpareLogistics
     actions: EngineerActions
     dispatcher: Dispatcher
+    gate: Gate
     app: FastAPI = field(init=False)
 
     def close(self) -> None:
@@ -80,6 +82,7 @@ def dispatch(settings: Settings, *, clock: Clock | None = None) -> Dispatch:
         rules=rules, tickets=tickets, reads=reads, roster=roster, stock=stock, spares=spares,
         actions=EngineerActions(store, clock, roster, tickets),
         dispatcher=Dispatcher(store, clock, rules, reads, roster, spares, tickets),
+        gate=Gate.configure(settings, store, clock),
     )
-    parts.app = create_app(parts)
+    parts.app = create_app(parts, max_body_bytes=settings.max_body_bytes)
     return parts

@@ -3,66 +3,40 @@
 The store is synchronous, so routes are plain `def` and FastAPI runs them in its
 thread pool.
 """
-from __future__ import annotations
-
-import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Annotated, Any, Literal
-from uuid import UUID, uuid4
 
 
-from fastapi import Depends, FastAPI, Header, Path, Query, Request, Response
+from eventsourcing.application import AggregateNotFoundError
+from fastapi import FastAPI, Header, Path, Query, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse
 from pydantic import AwareDatetime, BaseModel
 
-from services.intake import problems, schemas
+from services.intake import limits, problems, schemas
+from services.intake.access import Context, Gate
 from services.intake.contracts import contracts_router
+from services.intake.keys import keys_router
 from services.intake.reports import reports_router
 from services.intake.webhooks import webhooks_router
 from shared.contracts import ContractBook
 from shared.audit import FeedFilter, TimelineLine, incident_report, read_feed, report_markdown, timeline, version_at
 from shared.desk import IdempotencyToken, TicketDesk
+from shared.domain.engineer import Engineer, engineer_id
 from shared.domain.entitlement import entitlement
 from shared.domain.errors import TicketNotFound
 from shared.domain.ticket import Ticket
 from shared.event_format import history_entry
 from shared.integrity import Verdict, verify_store, verify_stream
 from shared.projections.contract_list import ContractListProjection
+from shared.projections.key_list import KeyListProjection
 from shared.projections.sla_compliance import SlaComplianceProjection
 from shared.projections.ticket_list import TicketFilter, TicketListProjection
 from shared.sla.policy import CALLBACK, Policy
 from shared.webhooks import Webhooks
 from shared.sla.targets import Facts, due_from, plan_targets
+from shared.store import EventStore
 
-_ACTOR = re.compile(r"^(client|engineer|customer|agent|service):[^\s:]{1,100}$")
-
-
-@dataclass
-class Context:
-    """Who is asking and under which correlation id; recorded on every event."""
-
-    actor: dict[str, str]
-    correlation_id: str
-
-
-def context(
-    response: Response,
-    x_actor: Annotated[str | None, Header(description="kind:id of who acts, e.g. engineer:E-017.")] = None,
-    x_correlation_id: Annotated[str | None, Header(max_length=200)] = None,
-) -> Context:
-    if x_actor is not None and not _ACTOR.match(x_actor):
-        raise RequestValidationError(
-            [{"loc": ("header", "X-Actor"), "msg": "expected <client|engineer|customer|agent|service>:<id>", "type": "value_error"}]
-        )
-    kind, _, who = (x_actor or "client:anonymous").partition(":")
-    correlation_id = x_correlation_id or str(uuid4())
-    response.headers["X-Correlation-Id"] = correlation_id
-    return Context(actor={"kind": kind, "id": who}, correlation_id=correlation_id)
-
-
-Ctx = Annotated[Context, Depends(context)]
 TicketRef = Annotated[str, Path(max_length=64, description="Ticket id (UUID) or number (T-2026-000123).")]
 
 # The ticket commands: path, aggregate method, body model, what it means.
@@ -92,18 +66,25 @@ def create_app(
     contract_list: ContractListProjection,
     sla_compliance: SlaComplianceProjection,
     webhooks: Webhooks,
+    gate: Gate,
+    key_list: KeyListProjection,
     *,
+    max_body_bytes: int = limits.MAX_BODY_BYTES,
     ready: Callable[[], dict[str, bool]] = lambda: {},
 ) -> FastAPI:
     app = FastAPI(
         title="Ticketing: after-sales technical support",
         version="1.0",
-        description="Open incidents, run ticket commands, and read any ticket's full event history.",
+        description="Open incidents, run ticket commands, and read any ticket's full event history. "
+        "Every route but /healthz and /readyz needs an API key: `Authorization: Bearer <key>`.",
     )
     problems.install(app)
-    app.include_router(contracts_router(contracts, contract_list, context))
-    app.include_router(reports_router(sla_compliance))
-    app.include_router(webhooks_router(webhooks, context))
+    limits.install(app, max_body_bytes)
+    app.include_router(contracts_router(contracts, contract_list, gate))
+    app.include_router(reports_router(sla_compliance, gate))
+    app.include_router(webhooks_router(webhooks, gate))
+    app.include_router(keys_router(gate.keyring, key_list, gate))
+    Reader = gate.context("tickets:read")
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, str]:
@@ -118,20 +99,23 @@ def create_app(
     @app.post("/v1/tickets", status_code=201, tags=["tickets"], response_model=schemas.TicketRead)
     def open_ticket(
         body: schemas.TicketCreate,
-        ctx: Ctx,
+        ctx: gate.context("tickets:open"),  # type: ignore[valid-type]
         response: Response,
         idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255)] = None,
     ) -> schemas.TicketRead:
-        """Open a ticket. A retry with the same `Idempotency-Key` (or, without one, the same
-        `source.system` + `source.reference`) returns the first ticket; with another body, 422."""
+        """Open a ticket. A retry by the same key with the same `Idempotency-Key` (or, without
+        one, the same `source.system` + `source.reference`) returns the first ticket; with
+        another body, 422. An integration key opens tickets for its own customers only."""
+        ctx.serve(body.customer)
         system = body.source.system if body.source else ""
+        # Idempotency is per key: one client's keys can never reach another client's tickets.
+        scope = f"{ctx.principal.key_id}/{system}"
         token = None
         if idempotency_key is not None:
-            token = IdempotencyToken(scope=system, value=idempotency_key, field="Idempotency-Key")
+            token = IdempotencyToken(scope=scope, value=idempotency_key, field="Idempotency-Key")
         elif body.source and body.source.reference:
-            token = IdempotencyToken(scope=system, value=body.source.reference, field="source.reference")
-        actor = ctx.actor if ctx.actor["id"] != "anonymous" or not system else {"kind": "client", "id": system}
-        opened = desk.open(details=body.details(), token=token, actor=actor, correlation_id=ctx.correlation_id)
+            token = IdempotencyToken(scope=scope, value=body.source.reference, field="source.reference")
+        opened = desk.open(details=body.details(), token=token, actor=ctx.actor, correlation_id=ctx.correlation_id)
         response.headers["Location"] = f"/v1/tickets/{opened.ticket.id}"
         if opened.replayed:
             response.headers["Idempotent-Replayed"] = "true"
@@ -139,6 +123,7 @@ def create_app(
 
     @app.get("/v1/tickets", tags=["tickets"])
     def list_tickets(
+        ctx: Reader,  # type: ignore[valid-type]
         status: schemas.Status | None = None,
         severity: schemas.Severity | None = None,
         customer: Annotated[str | None, Query(max_length=200)] = None,
@@ -151,11 +136,13 @@ def create_app(
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
         offset: Annotated[int, Query(ge=0)] = 0,
     ) -> dict[str, Any]:
-        """The ticket list read model: newest first. It trails the store by milliseconds."""
+        """The ticket list read model: newest first. It trails the store by milliseconds.
+        A key sees only its scope: its customers' tickets, or the tickets its engineer is on."""
         where = TicketFilter(
             status=status, severity=severity, customer=customer, region=region, engineer=engineer,
             escalation_level=escalation_level, breached=breached, received_from=received_from,
             received_until=received_until, limit=limit, offset=offset,
+            customers=ctx.customers, ids=scoped_ids(ctx),
         )
         rows, total = ticket_list.query(where)
         return {"tickets": rows, "total": total, "limit": limit, "offset": offset}
@@ -163,6 +150,7 @@ def create_app(
     @app.get("/v1/tickets/{reference}", tags=["tickets"], response_model=schemas.TicketRead)
     def get_ticket(
         reference: TicketRef,
+        ctx: Reader,  # type: ignore[valid-type]
         version: Annotated[int | None, Query(ge=1, description="The state it had at this version.")] = None,
         as_of: Annotated[AwareDatetime | None, Query(description="The state it had at this instant (RFC 3339).")] = None,
     ) -> schemas.TicketRead:
@@ -171,27 +159,31 @@ def create_app(
         if version is not None and as_of is not None:
             raise RequestValidationError([{"loc": ("query", "as_of"), "type": "value_error",
                                            "msg": "give version or as_of, not both"}])
+        ticket = ctx.ticket(desk, reference)
         if as_of is not None:
-            version = version_at(desk.history(reference), as_of)
+            version = version_at(desk.history(ticket.id), as_of)
             if version is None:
                 raise TicketNotFound(f"{reference} as of {as_of.isoformat()} (received later)")
-            return schemas.TicketRead.of(desk.get(reference, version=version), policy, as_of)
-        ticket = desk.get(reference, version=version)
-        return as_recorded(ticket) if version else schemas.TicketRead.of(ticket, policy, desk.clock.now())
+            return schemas.TicketRead.of(desk.get(ticket.id, version=version), policy, as_of)
+        if version is not None:
+            return as_recorded(desk.get(ticket.id, version=version))
+        return schemas.TicketRead.of(ticket, policy, desk.clock.now())
 
     @app.get("/v1/tickets/{reference}/events", tags=["tickets"], response_model=list[schemas.HistoryEntry])
     def ticket_history(
         reference: TicketRef,
+        ctx: Reader,  # type: ignore[valid-type]
         after_version: Annotated[int, Query(ge=0, description="Page on: the last version you have.")] = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
     ) -> list[dict[str, Any]]:
         """The ticket's ordered history: every event with version, type, time, actor, hashes and
         data; a page of `limit` events after `after_version`."""
-        ticket_id = desk.get(reference).id
+        ticket_id = ctx.ticket(desk, reference).id
         return [history_entry(e) for e in desk.store.events.get(ticket_id, gt=after_version or None, limit=limit)]
 
     @app.get("/v1/events", tags=["audit"], response_model=schemas.Feed)
     def global_feed(
+        ctx: gate.context("feed:read"),  # type: ignore[valid-type]
         after: Annotated[int, Query(ge=0, description="Position to continue after (0 = from the start).")] = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         type: Annotated[list[str] | None, Query(max_length=20, description="Event types; `sla.*` matches a family.")] = None,
@@ -202,50 +194,52 @@ def create_app(
     ) -> dict[str, Any]:
         """Every recorded event (tickets, contracts, ...) in the order it was recorded,
         optionally filtered. `next_after` is where reading stopped, matched or not, so
-        an integrator resumes from it without missing or repeating anything."""
-        streams = None
-        if ticket is not None:
-            streams = frozenset({desk.get(ticket).id})
+        an integrator resumes from it without missing or repeating anything. An
+        integration key reads only its customers' tickets' events."""
+        streams = None if ticket is None else frozenset({ctx.ticket(desk, ticket).id})
+        customers = ctx.customers
         if customer is not None:
-            owned = ticket_list.ids_for_customer(customer)
-            streams = owned if streams is None else streams & owned
-        where = FeedFilter(types=tuple(type or ()), streams=streams, since=since, until=until)
+            customers = frozenset({customer}) & (customers if customers is not None else {customer})
+        where = FeedFilter(types=tuple(type or ()), streams=streams, since=since, until=until, customers=customers)
         events, next_after = read_feed(desk.store, after, limit, where)
         return {"events": events, "next_after": next_after}
 
     @app.get("/v1/tickets/{reference}/verify", tags=["audit"], response_model=Verdict)
-    def verify_ticket(reference: TicketRef) -> Verdict:
+    def verify_ticket(reference: TicketRef, ctx: Reader) -> Verdict:  # type: ignore[valid-type]
         """Recompute the ticket's hash chain from the store; names the first broken link."""
-        return verify_stream(desk.store, desk.get(reference).id)
+        return verify_stream(desk.store, ctx.ticket(desk, reference).id)
 
     @app.get("/v1/verify", tags=["audit"], response_model=Verdict)
-    def verify_everything() -> Verdict:
+    def verify_everything(ctx: gate.context("store:verify")) -> Verdict:  # type: ignore[valid-type]
         """Recompute every stream's hash chain, in recorded order."""
         return verify_store(desk.store)
 
     @app.get("/v1/tickets/{reference}/timeline", tags=["audit"], response_model=list[TimelineLine])
-    def ticket_timeline(reference: TicketRef) -> list[Any]:
+    def ticket_timeline(reference: TicketRef, ctx: Reader) -> list[Any]:  # type: ignore[valid-type]
         """The history in plain words, each SLA target's outcome stated where it was decided."""
-        return timeline(desk.history(reference), policy, desk.zone)
+        return timeline(desk.history(ctx.ticket(desk, reference).id), policy, desk.zone)
 
     @app.get("/v1/tickets/{reference}/report", tags=["audit"], responses={200: {"content": {"text/markdown": {}}}})
     def ticket_report(
         reference: TicketRef,
+        ctx: Reader,  # type: ignore[valid-type]
         format: Annotated[Literal["json", "markdown"], Query()] = "json",
     ) -> Any:
         """The incident report for the customer (seed 004): timeline, SLA outcome per target, engineers."""
-        ticket = desk.get(reference)
+        ticket = ctx.ticket(desk, reference)
         report = incident_report(ticket, desk.history(ticket.id), policy, desk.zone, desk.clock.now())
         if format == "markdown":
             return PlainTextResponse(report_markdown(report, desk.zone), media_type="text/markdown; charset=utf-8")
         return report
 
     @app.post("/v1/sla/quote", tags=["sla"], response_model=schemas.Quote)
-    def quote(body: schemas.QuoteRequest) -> schemas.Quote:
+    def quote(body: schemas.QuoteRequest, ctx: gate.context("sla:quote")) -> schemas.Quote:  # type: ignore[valid-type]
         """What a hotline agent tells the customer: the due instant of every target."""
         start = body.start or desk.clock.now()
         if body.contract is not None:
-            owed = entitlement(contracts.find(body.contract), start, contract_code=body.contract)
+            contract = contracts.find(body.contract)
+            visible = contract if contract is not None and ctx.principal.serves(contract.customer) else None
+            owed = entitlement(visible, start, contract_code=body.contract)
             terms = Facts(str(body.severity), str(body.category), owed.level or "", owed.tier, body.zone or owed.zone, owed.billable)
         else:
             owed = None
@@ -274,31 +268,55 @@ def create_app(
         # SLA state at the ticket's last event: a stored response stays identical on replay.
         return schemas.TicketRead.of(ticket, policy, ticket.modified_on)
 
+    def scoped_ids(ctx: Context) -> frozenset[str] | None:
+        """An engineer key lists the tickets its engineer carries now; other keys, None (no limit by id)."""
+        if ctx.principal.engineer is None:
+            return None
+        return frozenset(_carried_by(desk.store, ctx.principal.engineer))
+
     for path, command, body_model, summary in COMMANDS:
         app.post(
             f"/v1/tickets/{{reference}}/{path}",
             tags=["ticket commands"],
             summary=summary,
             response_model=schemas.TicketRead,
-        )(_command_route(desk, command, body_model, as_recorded))
+        )(_command_route(desk, command, body_model, as_recorded, gate))
 
     return app
 
 
 def _command_route(
-    desk: TicketDesk, command: str, body_model: type[BaseModel], respond: Callable[[Ticket], schemas.TicketRead]
+    desk: TicketDesk,
+    command: str,
+    body_model: type[BaseModel],
+    respond: Callable[[Ticket], schemas.TicketRead],
+    gate: Gate,
 ) -> Callable[..., schemas.TicketRead]:
     def run(reference, body, ctx):  # type: ignore[no-untyped-def]  # annotated below, per command
         arguments = body.model_dump(exclude={"expected_version"})
+        if "engineer" in arguments:
+            ctx.act_as(arguments["engineer"])
         ticket = desk.act(
-            reference, command, expected_version=body.expected_version,
+            reference, command, expected_version=body.expected_version, allowed=ctx.principal.sees,
             actor=ctx.actor, correlation_id=ctx.correlation_id, **arguments,
         )
         return respond(ticket)
 
     run.__name__ = command
-    run.__annotations__ = {"reference": TicketRef, "body": body_model, "ctx": Ctx, "return": schemas.TicketRead}
+    run.__annotations__ = {
+        "reference": TicketRef, "body": body_model, "ctx": gate.context(f"tickets:{command}"),
+        "return": schemas.TicketRead,
+    }
     return run
+
+
+def _carried_by(store: EventStore, engineer: str) -> list[str]:
+    """The ids of the tickets an engineer carries now, from their own stream."""
+    try:
+        found = store.repository.get(engineer_id(engineer))
+    except AggregateNotFoundError:
+        return []
+    return list(found.tickets) if isinstance(found, Engineer) else []
 
 
 def _store_reachable(desk: TicketDesk) -> bool:

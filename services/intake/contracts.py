@@ -7,18 +7,19 @@ No `from __future__ import annotations` here: the routes are defined inside
 could not resolve from postponed (string) annotations.
 """
 import re
-from collections.abc import Callable
 from dataclasses import asdict
 from datetime import date, datetime
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Path, Query, Response
+from fastapi import APIRouter, Path, Query, Response
 from pydantic import BaseModel, BeforeValidator, Field
 
+from services.intake.access import Gate
 from services.intake.schemas import Name, Strict
 from shared.contracts import ContractBook
 from shared.domain.contract import CODE_PATTERN, DEFAULT_TIME_ZONE, ISO_DATE_PATTERN, Contract, Tier, Zone
+from shared.domain.errors import ContractNotFound
 from shared.projections.contract_list import ContractListProjection
 
 _ISO_DATE = re.compile(ISO_DATE_PATTERN)
@@ -33,13 +34,6 @@ def _iso_date(value: object) -> object:
 
 IsoDate = Annotated[date, BeforeValidator(_iso_date)]
 Code = Annotated[str, Path(pattern=CODE_PATTERN, description="The contract code, e.g. K-2026-017.")]
-
-
-class Acting(Protocol):
-    """What the context dependency gives: who acts, under which correlation id."""
-
-    actor: dict[str, str]
-    correlation_id: str
 
 
 class ContractTerms(Strict):
@@ -85,11 +79,12 @@ class ContractRead(BaseModel):
 def contracts_router(
     book: ContractBook,
     contract_list: ContractListProjection,
-    ctx_dependency: Callable[..., Acting],
+    gate: Gate,
 ) -> APIRouter:
-    """The contract routes; `ctx_dependency` is the app's X-Actor/X-Correlation-Id dependency."""
+    """The contract routes. Admins write contracts; an integration key reads its own customers' only."""
     router = APIRouter(prefix="/v1/contracts", tags=["contracts"])
-    Ctx = Annotated[Acting, Depends(ctx_dependency)]
+    Ctx = gate.context("contracts:write")
+    Reader = gate.context("contracts:read")
 
     @router.put(
         "/{code}", response_model=ContractRead, responses={201: {"model": ContractRead, "description": "Registered"}}
@@ -104,17 +99,22 @@ def contracts_router(
         return ContractRead.of(contract)
 
     @router.get("/{code}", response_model=ContractRead)
-    def get_contract(code: Code) -> ContractRead:
-        return ContractRead.of(book.get(code))
+    def get_contract(code: Code, ctx: Reader) -> ContractRead:
+        contract = book.get(code)
+        if not ctx.principal.serves(contract.customer):
+            raise ContractNotFound(code)
+        return ContractRead.of(contract)
 
     @router.get("")
     def list_contracts(
+        ctx: Reader,
         customer: Annotated[str, Query(min_length=1, max_length=200)],
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
         offset: Annotated[int, Query(ge=0)] = 0,
     ) -> dict[str, Any]:
         """One customer's contracts from the contract list read model (it trails the store
         by milliseconds), ordered by code."""
+        ctx.serve(customer)
         rows, total = contract_list.by_customer(customer, limit, offset)
         return {"contracts": rows, "total": total, "limit": limit, "offset": offset}
 

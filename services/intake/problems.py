@@ -17,9 +17,12 @@ log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
 
 
-def problem(request: Request, status: int, slug: str, title: str, detail: str, **extra: Any) -> JSONResponse:
+def problem(
+    request: Request, status: int, slug: str, title: str, detail: str, headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
     body = {"type": f"/problems/{slug}", "title": title, "status": status, "detail": detail, "instance": request.url.path}
-    return JSONResponse(body | extra, status_code=status, media_type=PROBLEM_JSON)
+    return JSONResponse(body | extra, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
 def _field(location: tuple[Any, ...]) -> str:
@@ -37,7 +40,7 @@ async def on_validation_error(request: Request, error: RequestValidationError) -
 async def on_domain_error(request: Request, error: DomainError) -> JSONResponse:
     field = getattr(error, "field", None)
     extra = {"errors": [{"field": field, "message": str(error)}]} if field else {}
-    return problem(request, error.status, error.slug, error.title, str(error), **extra)
+    return problem(request, error.status, error.slug, error.title, str(error), error.headers, **extra)
 
 
 _HTTP_SLUGS = {400: "malformed-request", 404: "not-found", 405: "method-not-allowed", 413: "body-too-large"}
@@ -45,7 +48,7 @@ _HTTP_SLUGS = {400: "malformed-request", 404: "not-found", 405: "method-not-allo
 
 async def on_http_error(request: Request, error: HTTPException) -> JSONResponse:
     slug = _HTTP_SLUGS.get(error.status_code, f"http-{error.status_code}")
-    return problem(request, error.status_code, slug, str(error.detail), str(error.detail))
+    return problem(request, error.status_code, slug, str(error.detail), str(error.detail), error.headers)
 
 
 async def on_unexpected(request: Request, error: Exception) -> JSONResponse:

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
+from services.intake.access import Gate
 from shared.projections.sla_compliance import MONTH_PATTERN, SlaComplianceProjection
 
 
@@ -31,16 +32,19 @@ class SlaReport(BaseModel):
     targets: list[TargetCompliance]
 
 
-def reports_router(sla_compliance: SlaComplianceProjection) -> APIRouter:
+def reports_router(sla_compliance: SlaComplianceProjection, gate: Gate) -> APIRouter:
     router = APIRouter(prefix="/v1/reports", tags=["reports"])
+    Reader = gate.context("reports:read")
 
     @router.get("/sla", response_model=SlaReport)
     def sla_report(
+        ctx: Reader,
         customer: Annotated[str, Query(min_length=1, max_length=200)],
         month: Annotated[str, Query(pattern=MONTH_PATTERN, description="YYYY-MM of the tickets' receipt, local time.")],
     ) -> dict[str, Any]:
         """Per SLA target: how many of the customer's tickets received that month met it,
         breached it, are still open on it, or were stopped before it was met."""
+        ctx.serve(customer)
         return sla_compliance.report(customer, month)
 
     return router

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from shared.domain.ticket import Category, Channel, Severity, Status, Ticket
 from shared.sla.clocks import ClockState, view
@@ -19,6 +19,24 @@ Short = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _storable_text(cls, value: Any) -> Any:
+        # JSON can carry "\u0000" and lone surrogates ("\ud800"); neither survives
+        # PostgreSQL text or UTF-8, so they are refused here, naming the field.
+        for text in value if isinstance(value, list) else [value]:
+            if isinstance(text, str) and ("\x00" in text or not text.isprintable() and not _encodable(text)):
+                raise ValueError("must be valid Unicode text without NUL characters")
+        return value
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class Site(Strict):

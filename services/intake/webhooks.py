@@ -7,16 +7,17 @@ No `from __future__ import annotations` here: the routes are defined inside
 `webhooks_router` and their annotations use its local dependency, which FastAPI
 could not resolve from postponed (string) annotations.
 """
-from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Query, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import AwareDatetime, BaseModel, Field, StringConstraints
 
+from services.intake.access import Context, Gate
 from services.intake.schemas import Name, Strict
+from shared.domain.errors import WebhookNotFound
 from shared.domain.ticket import Severity
 from shared.domain.webhook import EVENT_TYPE_PATTERN, EVENT_TYPES_MAX, FILTER_VALUES_MAX, TEXT_MAX, URL_MAX, Status, Webhook
 from shared.projections.webhook_deliveries import Attempt, Delivery, DeliveryStatus
@@ -27,13 +28,6 @@ Url = Annotated[str, StringConstraints(min_length=1, max_length=URL_MAX)]
 EventType = Annotated[str, StringConstraints(pattern=EVENT_TYPE_PATTERN)]
 Description = Annotated[str, StringConstraints(max_length=TEXT_MAX)]
 MAX_OVERLAP_SECONDS = 30 * 86400
-
-
-class Acting(Protocol):
-    """What the context dependency gives: who acts, under which correlation id."""
-
-    actor: dict[str, str]
-    correlation_id: str
 
 
 class WebhookFilters(Strict):
@@ -156,37 +150,51 @@ class DeliveryRead(BaseModel):
         )
 
 
-def webhooks_router(webhooks: Webhooks, ctx_dependency: Callable[..., Acting]) -> APIRouter:
-    """The webhook routes; `ctx_dependency` is the app's X-Actor/X-Correlation-Id dependency."""
+def webhooks_router(webhooks: Webhooks, gate: Gate) -> APIRouter:
+    """The webhook routes. An integration key manages only subscriptions limited to its
+    own customers: it sees no other, and every one it makes or changes is so limited."""
     router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
-    Ctx = Annotated[Acting, Depends(ctx_dependency)]
+    Ctx = gate.context("webhooks:write")
+    Reader = gate.context("webhooks:read")
+
+    def owned(webhook_id: UUID, ctx: Context) -> Webhook:
+        webhook = webhooks.get(webhook_id)
+        if not webhook.spec.filters.within(ctx.customers):
+            raise WebhookNotFound(str(webhook_id))
+        return webhook
+
     Limit = Annotated[int, Query(ge=1, le=500)]
     Offset = Annotated[int, Query(ge=0)]
 
     @router.post("", status_code=201, response_model=WebhookWithSecret)
     def subscribe(body: WebhookCreate, ctx: Ctx, response: Response) -> WebhookWithSecret:
         """Subscribe a URL. The answer carries the signing secret, which is never shown again."""
-        webhook, secret = webhooks.subscribe(body.model_dump(mode="json"), actor=ctx.actor, correlation_id=ctx.correlation_id)
+        values = body.model_dump(mode="json")
+        values["filters"]["customers"] = _scoped(values["filters"]["customers"], ctx)
+        webhook, secret = webhooks.subscribe(values, actor=ctx.actor, correlation_id=ctx.correlation_id)
         response.headers["Location"] = f"/v1/webhooks/{webhook.id}"
         return WebhookWithSecret.of_new_secret(webhook, secret)
 
     @router.get("")
-    def list_webhooks(status: Status | None = None, limit: Limit = 50, offset: Offset = 0) -> dict[str, Any]:
+    def list_webhooks(ctx: Reader, status: Status | None = None, limit: Limit = 50, offset: Offset = 0) -> dict[str, Any]:
         """Subscriptions, newest first (deleted ones are gone)."""
         if status == Status.DELETED:
             raise RequestValidationError([{"loc": ("query", "status"), "type": "value_error",
                                            "msg": "deleted subscriptions are not listed"}])
-        found, total = webhooks.page(status, limit, offset)
+        found, total = webhooks.page(status, limit, offset, within=ctx.customers)
         return {"webhooks": [WebhookRead.of(s) for s in found], "total": total, "limit": limit, "offset": offset}
 
     @router.get("/{webhook_id}", response_model=WebhookRead)
-    def get_webhook(webhook_id: UUID) -> WebhookRead:
-        return WebhookRead.of_webhook(webhooks.get(webhook_id))
+    def get_webhook(webhook_id: UUID, ctx: Reader) -> WebhookRead:
+        return WebhookRead.of_webhook(owned(webhook_id, ctx))
 
     @router.patch("/{webhook_id}", response_model=WebhookRead)
     def update_webhook(webhook_id: UUID, body: WebhookUpdate, ctx: Ctx) -> WebhookRead:
         """Change the URL, event types, filters or description; only what differs is recorded."""
+        owned(webhook_id, ctx)
         values = body.model_dump(mode="json", exclude={"expected_version"}, exclude_none=True)
+        if "filters" in values:
+            values["filters"]["customers"] = _scoped(values["filters"]["customers"], ctx)
         webhook = webhooks.change(webhook_id, values, expected_version=body.expected_version,
                                   actor=ctx.actor, correlation_id=ctx.correlation_id)
         return WebhookRead.of_webhook(webhook)
@@ -194,23 +202,27 @@ def webhooks_router(webhooks: Webhooks, ctx_dependency: Callable[..., Acting]) -
     @router.delete("/{webhook_id}", status_code=204)
     def delete_webhook(webhook_id: UUID, ctx: Ctx) -> Response:
         """Stop for good: deliveries not yet made are dropped."""
+        owned(webhook_id, ctx)
         webhooks.delete(webhook_id, actor=ctx.actor, correlation_id=ctx.correlation_id)
         return Response(status_code=204)
 
     @router.post("/{webhook_id}/pause", response_model=WebhookRead)
     def pause(webhook_id: UUID, ctx: Ctx) -> WebhookRead:
         """Hold deliveries: they queue up and go out on resume."""
+        owned(webhook_id, ctx)
         return WebhookRead.of_webhook(webhooks.pause(webhook_id, actor=ctx.actor, correlation_id=ctx.correlation_id))
 
     @router.post("/{webhook_id}/resume", response_model=WebhookRead)
     def resume(webhook_id: UUID, ctx: Ctx) -> WebhookRead:
         """Deliver again, after a pause or after the notifier disabled the subscription."""
+        owned(webhook_id, ctx)
         return WebhookRead.of_webhook(webhooks.resume(webhook_id, actor=ctx.actor, correlation_id=ctx.correlation_id))
 
     @router.post("/{webhook_id}/rotate-secret", response_model=WebhookWithSecret)
     def rotate_secret(webhook_id: UUID, ctx: Ctx, body: RotateSecret | None = None) -> WebhookWithSecret:
         """A new signing secret, shown this once. Until the overlap ends, deliveries carry a
         signature by each secret, so a receiver can switch whenever it likes."""
+        owned(webhook_id, ctx)
         seconds = body.overlap_seconds if body else None
         overlap = None if seconds is None else timedelta(seconds=seconds)
         webhook, secret = webhooks.rotate_secret(webhook_id, overlap=overlap, actor=ctx.actor,
@@ -219,10 +231,11 @@ def webhooks_router(webhooks: Webhooks, ctx_dependency: Callable[..., Acting]) -
 
     @router.get("/{webhook_id}/deliveries")
     def deliveries(
-        webhook_id: UUID, status: DeliveryStatus | None = None, limit: Limit = 50, offset: Offset = 0
+        webhook_id: UUID, ctx: Reader, status: DeliveryStatus | None = None, limit: Limit = 50, offset: Offset = 0
     ) -> dict[str, Any]:
         """The delivery log, newest first: each delivery with every attempt (status code,
         latency, error, when the next one is due)."""
+        owned(webhook_id, ctx)
         found, total = webhooks.delivery_page(webhook_id, status, limit, offset)
         return {"deliveries": [DeliveryRead.of(d, a) for d, a in found], "total": total, "limit": limit, "offset": offset}
 
@@ -233,6 +246,7 @@ def webhooks_router(webhooks: Webhooks, ctx_dependency: Callable[..., Acting]) -
         if (body.event_id is None) == (body.since is None):
             raise RequestValidationError([{"loc": ("body", "event_id"), "type": "value_error",
                                            "msg": "give either event_id or since"}])
+        owned(webhook_id, ctx)
         request_id = webhooks.request_redelivery(
             webhook_id, event_id=str(body.event_id) if body.event_id else None, since=body.since,
             actor=ctx.actor, correlation_id=ctx.correlation_id,
@@ -240,3 +254,13 @@ def webhooks_router(webhooks: Webhooks, ctx_dependency: Callable[..., Acting]) -
         return RedeliveryAccepted(request_id=request_id)
 
     return router
+
+
+def _scoped(customers: list[str], ctx: Context) -> list[str]:
+    """The customers filter a key may set: for an integration key, its own customers
+    (all of them when it names none); anyone else sets what they like."""
+    if ctx.customers is None:
+        return customers
+    for customer in customers:
+        ctx.serve(customer, field="filters.customers")
+    return customers or sorted(ctx.customers)

@@ -1,5 +1,5 @@
 """Run the projector: `python -m services.projector`. One job: follow the notification
-log into the read-model tables (ticket list, contract list, SLA compliance), each
+log into the read-model tables (ticket list, contract list, SLA compliance, keys), each
 batch committed with its position."""
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import signal
 import threading
 
 from shared.projections.contract_list import ContractListProjection
+from shared.projections.key_list import KeyListProjection
 from shared.projections.sla_compliance import SlaComplianceProjection
 from shared.projections.ticket_list import TicketListProjection
 from shared.read_db import read_engine
@@ -28,6 +29,7 @@ def main() -> None:
         TicketListProjection(store, engine),
         ContractListProjection(store, engine),
         SlaComplianceProjection(store, engine, load_policy(settings.policy_file), settings.time_zone),
+        KeyListProjection(store, engine),
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -7,6 +7,7 @@ Exit codes: 0 fine, 1 the answer is bad (a broken chain, a refused import), 2 ba
 """
 from __future__ import annotations
 
+import getpass
 import json
 import re
 import sys
@@ -18,7 +19,7 @@ from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, ContextManager, NoReturn, TextIO
-from uuid import UUID
+from uuid import UUID, uuid4
 from zoneinfo import ZoneInfo
 
 import rich.progress
@@ -31,11 +32,14 @@ from services.ticketctl import render
 from shared.audit import FeedFilter, read_feed, timeline
 from shared.clock import SystemClock
 from shared.desk import TicketDesk
-from shared.domain.errors import TicketNotFound
+from shared.domain.api_key import Role
+from shared.domain.errors import DomainError, TicketNotFound
 from shared.event_format import history_entry
 from shared.integrity import verify_store, verify_stream
+from shared.keys import Keyring
 from shared.projections.aggregate_rows import AggregateRows
 from shared.projections.contract_list import ContractListProjection
+from shared.projections.key_list import KeyListProjection
 from shared.projections.rebuild import catch_up_all, rebuild
 from shared.projections.sla_compliance import MONTH_PATTERN, SlaComplianceProjection
 from shared.projections.ticket_list import TicketListProjection
@@ -49,7 +53,9 @@ app = typer.Typer(help="Audit and operate the ticketing event store.", no_args_i
 projections_app = typer.Typer(help="Read models built from the event store.", no_args_is_help=True)
 report_app = typer.Typer(help="Periodic reports.", no_args_is_help=True)
 app.add_typer(projections_app, name="projections")
+keys_app = typer.Typer(help="API keys: issue, list, revoke.", no_args_is_help=True)
 app.add_typer(report_app, name="report")
+app.add_typer(keys_app, name="keys")
 
 stderr = Console(stderr=True, soft_wrap=True)  # messages are lines, never wrapped at 80 columns
 POLL_SECONDS = 0.5
@@ -91,7 +97,16 @@ class Ops:
             "ticket_list": TicketListProjection(self.store, self.engine),
             "contract_list": ContractListProjection(self.store, self.engine),
             "sla_compliance": self.sla_compliance,
+            "key_list": self.key_list,
         }
+
+    @cached_property
+    def key_list(self) -> KeyListProjection:
+        return KeyListProjection(self.store, self.engine)
+
+    @cached_property
+    def keyring(self) -> Keyring:
+        return Keyring(self.store, SystemClock())
 
     def ticket_id(self, reference: str) -> UUID:
         # Only the first event is replayed: a stream with a tampered or missing event
@@ -328,3 +343,64 @@ def sla_report(
         Console().print(table)
         for line in breaches:
             typer.echo(line)
+
+
+# -- API keys ------------------------------------------------------------------------------
+
+OPERATOR = {"kind": "operator", "id": getpass.getuser()}
+
+
+@keys_app.command("create")
+def create_key(
+    name: Annotated[str, typer.Option(help="Who holds the key, e.g. zabbix-acme; recorded as the actor.")],
+    role: Annotated[Role, typer.Option(help="What the key may do.")],
+    customer: Annotated[list[str], typer.Option(help="integration keys: a customer served (repeat for more).")] = [],  # noqa: B006 - typer's list option
+    engineer: Annotated[str | None, typer.Option(help="engineer keys: the engineer's id, e.g. E-017.")] = None,
+    rate: Annotated[float | None, typer.Option(help="Requests a second; default: the service's.")] = None,
+    as_json: Json = False,
+) -> None:
+    """Issue a key and print it, this once: only its digest is kept."""
+    with opened() as ops:
+        try:
+            key, secret = ops.keyring.issue(name=name, role=role, customers=tuple(customer), engineer=engineer,
+                                            rate_per_second=rate, actor=OPERATOR, correlation_id=str(uuid4()))
+        except DomainError as error:
+            fail(str(error), code=2)
+    if as_json:
+        emit_json({"id": key.id, "name": key.name, "role": key.role, "key": secret})
+        return
+    stderr.print(f"issued {key.role} key {key.id} for {key.name}; store it now, it is not shown again:", highlight=False)
+    typer.echo(secret)
+
+
+@keys_app.command("list")
+def list_keys(
+    role: Annotated[Role | None, typer.Option(help="Only keys of this role.")] = None,
+    revoked: Annotated[bool, typer.Option("--revoked", help="Also revoked keys.")] = False,
+    as_json: Json = False,
+) -> None:
+    """Keys, newest first (never the keys themselves)."""
+    with opened() as ops:
+        catch_up_all(ops.key_list)
+        rows, _ = ops.key_list.query(role=role, active=None if revoked else True, limit=10_000, offset=0)
+    if as_json:
+        emit_json(rows)
+        return
+    for row in rows:
+        scope = ", ".join(row["customers"]) or row["engineer"] or "all"
+        state = f"revoked {row['revoked_at']:%Y-%m-%d}" if row["revoked_at"] else "active"
+        typer.echo(f"{row['id']}  {row['role']:<11} {row['name']}  [{scope}]  {state}")
+
+
+@keys_app.command("revoke")
+def revoke_key(
+    key: Annotated[UUID, typer.Argument(help="The key's id (not the key).")],
+    reason: Annotated[str, typer.Option(help="Why, for the audit trail.")],
+) -> None:
+    """Revoke a key for good; every service refuses it from the next request on."""
+    with opened() as ops:
+        try:
+            ops.keyring.revoke(key, reason=reason, actor=OPERATOR, correlation_id=str(uuid4()))
+        except DomainError as error:
+            fail(str(error), code=2)
+    stderr.print(f"revoked {key}", highlight=False)

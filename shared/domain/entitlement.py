@@ -32,15 +32,19 @@ class Entitlement:
     region: str | None
 
 
-def entitlement(contract: Contract | None, at: datetime, *, contract_code: str | None) -> Entitlement:
+def entitlement(
+    contract: Contract | None, at: datetime, *, contract_code: str | None, customer: str | None = None
+) -> Entitlement:
     """The entitlement of a ticket received `at` that named `contract_code`; `contract`
     is that contract as found in the store (None when it is not there).
 
     A known contract's terms are reported even when it commits to nothing (expired or
-    not yet valid), so the desk still sees its dedicated engineer or region."""
+    not yet valid), so the desk still sees its dedicated engineer or region. Another
+    customer's contract (given `customer`, the ticket's) is as good as unknown: it
+    neither entitles the ticket nor shows its terms."""
     if at.tzinfo is None:
         raise ValueError("entitlement needs a timezone-aware instant")
-    if contract is None:
+    if contract is None or (customer is not None and contract.customer != customer):
         reason = f"unknown contract {contract_code}" if contract_code else "no contract given"
         return Entitlement(
             committed=False, reason=reason, contract=contract_code, level=None, tier=Tier.NORMAL.value,

@@ -9,6 +9,11 @@ class DomainError(Exception):
     slug = "domain-error"
     title = "Domain rule violated"
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """HTTP headers the answer carries besides the problem body."""
+        return {}
+
 
 class TicketNotFound(DomainError):
     status = 404
@@ -63,6 +68,17 @@ class IdempotencyKeyReused(DomainError):
         )
 
 
+class InvalidField(DomainError):
+    """A value breaks a rule; `field` names it, so the problem body points at it."""
+
+    status = 422
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{field}: {reason}")
+
+
 class ContractNotFound(DomainError):
     status = 404
     slug = "contract-not-found"
@@ -72,17 +88,12 @@ class ContractNotFound(DomainError):
         super().__init__(f"no contract {code!r}")
 
 
-class InvalidContractTerms(DomainError):
+class InvalidContractTerms(InvalidField):
     """A contract's code or terms break a rule; `field` names the offending term."""
 
-    status = 422
     slug = "invalid-contract-terms"
     title = "Contract terms are not valid"
 
-    def __init__(self, field: str, reason: str) -> None:
-        self.field = field
-        self.reason = reason
-        super().__init__(f"{field}: {reason}")
 
 
 # -- dispatch: engineers and spare units ----------------------------------------------
@@ -106,17 +117,12 @@ class SpareUnitNotFound(DomainError):
         super().__init__(f"no spare unit {code!r}")
 
 
-class InvalidRosterEntry(DomainError):
+class InvalidRosterEntry(InvalidField):
     """An engineer's profile or a spare unit's record breaks a rule; `field` names it."""
 
-    status = 422
     slug = "invalid-roster-entry"
     title = "Engineer or spare unit data is not valid"
 
-    def __init__(self, field: str, reason: str) -> None:
-        self.field = field
-        self.reason = reason
-        super().__init__(f"{field}: {reason}")
 
 
 class EngineerUnavailable(DomainError):
@@ -165,17 +171,12 @@ class WebhookNotFound(DomainError):
         super().__init__(f"no webhook subscription {reference!r}")
 
 
-class InvalidWebhook(DomainError):
+class InvalidWebhook(InvalidField):
     """A subscription's URL, event types, filters or description break a rule; `field` names it."""
 
-    status = 422
     slug = "invalid-webhook"
     title = "Webhook subscription is not valid"
 
-    def __init__(self, field: str, reason: str) -> None:
-        self.field = field
-        self.reason = reason
-        super().__init__(f"{field}: {reason}")
 
 
 class WebhookDestinationRefused(InvalidWebhook):
@@ -205,3 +206,54 @@ class DeliveryNotFound(DomainError):
 
     def __init__(self, webhook_id: str, event_id: str) -> None:
         super().__init__(f"event {event_id} was never delivered to webhook subscription {webhook_id}")
+
+
+# -- access: API keys -------------------------------------------------------------------
+
+
+class InvalidKey(InvalidField):
+    slug = "invalid-key"
+    title = "API key terms are not valid"
+
+
+class KeyNotFound(DomainError):
+    status = 404
+    slug = "key-not-found"
+    title = "API key not found"
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"no API key {key!r}")
+
+
+class Unauthenticated(DomainError):
+    """No key, or one that is unknown or revoked: the same answer, so nothing leaks."""
+
+    status = 401
+    slug = "unauthenticated"
+    title = "A valid API key is required"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer realm="ticketing"'}
+
+
+class Forbidden(DomainError):
+    """The key's role may not do this at all (a ticket outside its scope is a 404 instead)."""
+
+    status = 403
+    slug = "forbidden"
+    title = "The key's role does not allow this"
+
+
+class RateLimited(DomainError):
+    status = 429
+    slug = "rate-limited"
+    title = "Too many requests for this key"
+
+    def __init__(self, retry_after: int) -> None:
+        self.retry_after = retry_after
+        super().__init__(f"the key's request rate is used up; retry in {retry_after} s")
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}

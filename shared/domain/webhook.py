@@ -121,6 +121,11 @@ class Filters:
     def record(self) -> dict[str, list[str]]:
         return {f.name: list(getattr(self, f.name)) for f in fields(self)}
 
+    def within(self, customers: frozenset[str] | None) -> bool:
+        """Whether these filters keep deliveries to some of `customers` and no other
+        (None: no limit), as an integration key's subscriptions must."""
+        return customers is None or (bool(self.customers) and set(self.customers) <= customers)
+
     def admits(self, facts: Facts) -> bool:
         pairs = ((self.customers, facts.customer), (self.severities, facts.severity), (self.regions, facts.region))
         return all(not wanted or value in wanted for wanted, value in pairs)

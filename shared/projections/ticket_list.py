@@ -8,7 +8,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from uuid import UUID
 
 from sqlalchemy import Boolean, Column, DateTime, Integer, String, Table, func, select
 
@@ -64,6 +63,8 @@ class TicketFilter:
     received_until: datetime | None = None
     limit: int = 50
     offset: int = 0
+    customers: frozenset[str] | None = None  # the caller's scope: only these customers' tickets
+    ids: frozenset[str] | None = None  # the caller's scope: only these tickets
 
 
 class TicketListProjection(AggregateRows):
@@ -75,16 +76,16 @@ class TicketListProjection(AggregateRows):
     def row(self, ticket: Ticket) -> dict[str, Any]:
         return _row(ticket)
 
-    def ids_for_customer(self, customer: str) -> frozenset[UUID]:
-        with self.engine.connect() as conn:
-            return frozenset(UUID(i) for i in conn.scalars(select(tickets.c.id).where(tickets.c.customer == customer)))
-
     def query(self, where: TicketFilter) -> tuple[list[dict[str, Any]], int]:
         conditions = [
             getattr(tickets.c, name) == value
             for name in ("status", "severity", "customer", "region", "engineer", "escalation_level", "breached")
             if (value := getattr(where, name)) is not None
         ]
+        if where.customers is not None:
+            conditions.append(tickets.c.customer.in_(sorted(where.customers)))
+        if where.ids is not None:
+            conditions.append(tickets.c.id.in_(sorted(where.ids)))
         if where.received_from is not None:
             conditions.append(tickets.c.received_at >= where.received_from)
         if where.received_until is not None:

@@ -109,16 +109,21 @@ class WebhookSubscriptionsProjection(AggregateRows):
         with self.engine.connect() as conn:
             return read_position(conn, self.name)
 
-    def page(self, status: Status | None, limit: int, offset: int) -> tuple[list[Subscription], int]:
-        """Subscriptions newest first (deleted ones never), and how many there are in all."""
+    def page(
+        self, status: Status | None, limit: int, offset: int, *, within: frozenset[str] | None = None
+    ) -> tuple[list[Subscription], int]:
+        """Subscriptions newest first (deleted ones never), and how many there are in all.
+        `within`: only those whose customer filter names some of these customers and no
+        other. That test runs here rather than in SQL (JSON differs between the databases);
+        a deployment has hundreds of subscriptions, not millions."""
         where = [subscriptions.c.status == str(status)] if status else [subscriptions.c.status != str(Status.DELETED)]
+        query = select(subscriptions).where(*where).order_by(subscriptions.c.created_at.desc(), subscriptions.c.id)
         with self.engine.connect() as conn:
-            total = conn.scalar(select(func.count()).select_from(subscriptions).where(*where)) or 0
-            rows = conn.execute(
-                select(subscriptions).where(*where)
-                .order_by(subscriptions.c.created_at.desc(), subscriptions.c.id).limit(limit).offset(offset)
-            ).mappings().all()
-        return [Subscription.of(r) for r in rows], total
+            if within is None:
+                total = conn.scalar(select(func.count()).select_from(subscriptions).where(*where)) or 0
+                return [Subscription.of(r) for r in conn.execute(query.limit(limit).offset(offset)).mappings()], total
+            found = [s for r in conn.execute(query).mappings() if (s := Subscription.of(r)).spec.filters.within(within)]
+        return found[offset:offset + limit], len(found)
 
     def fingerprint(self) -> int:
         """Changes whenever any subscription does (every event raises a version; rows are

@@ -27,7 +27,7 @@ class Commitments:
 
     def on_open(self, ticket: Ticket, *, at: datetime, correlation_id: str) -> None:
         contract = self.contracts.find(ticket.contract) if ticket.contract else None
-        owed = entitlement(contract, at, contract_code=ticket.contract)
+        owed = entitlement(contract, at, contract_code=ticket.contract, customer=ticket.customer)
         terms = _jsonable(owed)
         if not owed.committed:
             ticket.record_no_commitment(

@@ -42,11 +42,11 @@ async def _open(client: httpx.AsyncClient, outcome: Outcome) -> None:
         outcome.failed += 1
 
 
-async def peak(api: str, clients: int, seconds: float) -> Outcome:
+async def peak(api: str, headers: dict[str, str], clients: int, seconds: float) -> Outcome:
     """`clients` concurrent clients, each opening tickets back to back for `seconds`."""
     outcome = Outcome()
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=api, limits=limits, timeout=30) as client:
+    async with httpx.AsyncClient(base_url=api, headers=headers, limits=limits, timeout=30) as client:
         deadline = time.perf_counter() + seconds
 
         async def worker() -> None:
@@ -59,10 +59,11 @@ async def peak(api: str, clients: int, seconds: float) -> Outcome:
     return outcome
 
 
-async def fixed_rate(api: str, rate: float, seconds: float) -> Outcome:
+async def fixed_rate(api: str, headers: dict[str, str], rate: float, seconds: float) -> Outcome:
     """Open-loop: one request every 1/rate seconds, whatever the answers do."""
     outcome = Outcome()
-    async with httpx.AsyncClient(base_url=api, limits=httpx.Limits(max_connections=256), timeout=30) as client:
+    limits = httpx.Limits(max_connections=256)
+    async with httpx.AsyncClient(base_url=api, headers=headers, limits=limits, timeout=30) as client:
         began = time.perf_counter()
         pending = []
         for i in range(int(rate * seconds)):

@@ -129,14 +129,14 @@ async def main() -> None:
         work = Path(work_dir)
         print("baseline: eventsourcing save rate (one-event aggregates, one thread) ...", flush=True)
         raw_save = baselines.store_save_rate(raw_db, seconds=5)
-        product = start_product(work / "var", database_url=product_db)
+        product = start_product(work / "var", database_url=product_db, rate_limit="0")  # measure, not throttle
         try:
             print("baseline: JetStream publish rate ...", flush=True)
             js_sequential, js_windowed = await baselines.jetstream_publish_rates(product.nats_url, 20_000)
             print(f"intake: 64 clients for {SECONDS:.0f} s ...", flush=True)
-            peak = await load.peak(product.api, clients=64, seconds=SECONDS)
+            peak = await load.peak(product.api, product.admin, clients=64, seconds=SECONDS)
             print(f"intake: fixed rate {peak.rate / 2:.0f}/s for {SECONDS / 2:.0f} s ...", flush=True)
-            half = await load.fixed_rate(product.api, rate=peak.rate / 2, seconds=SECONDS / 2)
+            half = await load.fixed_rate(product.api, product.admin, rate=peak.rate / 2, seconds=SECONDS / 2)
             await asyncio.sleep(2)  # let the relay drain before sampling its lag
             lags = await relay_lag(product.nats_url, sample=5_000)
             memory = peak_memory(product.process.pid)

@@ -28,6 +28,7 @@ import nats
 import pytest
 
 from services.sla_clock.worker import DUE_CONSUMER, EVENTS_CONSUMER
+from shared.keys import new_secret
 from shared.nats_server import free_port, start_nats_server
 from tests.e2e.test_product import wait_for
 from tests.product import ROOT, Product, start_product
@@ -35,11 +36,14 @@ from tests.product import ROOT, Product, start_product
 POLICIES = ROOT / "tests" / "policies"
 pytestmark = pytest.mark.e2e
 
+ADMIN_KEY = new_secret()
 SLA_SETTINGS = {
     "policy_file": str(POLICIES / "seconds.toml"),
     # Valid for decades: real time must not expire the contract under the test.
     "contracts_file": str(POLICIES / "contracts.toml"),
+    "admin_key": ADMIN_KEY,
 }
+ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 INCIDENT = {
     "severity": "P1", "channel": "monitoring", "customer": "C-汉中电力", "contract": "K-TEST-7X24",
     "site": {"city": "汉中"}, "summary": "变电站监控中断", "source": {"system": "zabbix"},
@@ -132,7 +136,7 @@ def summary(entry: dict[str, Any]) -> tuple[str, str]:
 
 
 def test_an_unacknowledged_p1_is_warned_breached_and_escalated_on_time(product: Product) -> None:
-    api = httpx.Client(base_url=product.api, timeout=10)
+    api = httpx.Client(base_url=product.api, timeout=10, headers=product.admin)
     opened = api.post("/v1/tickets", json=INCIDENT)
     assert opened.status_code == 201
     number = opened.json()["number"]
@@ -150,7 +154,7 @@ def test_an_unacknowledged_p1_is_warned_breached_and_escalated_on_time(product: 
 
 def test_a_killed_sla_clock_fires_a_missed_breach_once_on_restart(processes: tuple[Processes, str]) -> None:
     product, url = processes
-    api = httpx.Client(base_url=url, timeout=10)
+    api = httpx.Client(base_url=url, timeout=10, headers=ADMIN)
     try:
         opened = api.post("/v1/tickets", json=INCIDENT).json()
         number = opened["number"]

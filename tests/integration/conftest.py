@@ -1,4 +1,5 @@
-"""An HTTP client on the in-process intake API of the module's `service` fixture."""
+"""An HTTP client on the in-process intake API of the module's `service` fixture,
+holding an admin key (tests of narrower roles issue their own with `tests.keys.bearer`)."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
@@ -7,9 +8,12 @@ import httpx
 import pytest
 
 from shared.bootstrap import Intake
+from tests.keys import bearer
 
 
 @pytest.fixture
 async def api(service: Intake) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=service.app), base_url="http://intake") as client:
+    headers = bearer(service.gate.keyring, "admin", "ops")
+    transport = httpx.ASGITransport(app=service.app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://intake", headers=headers) as client:
         yield client

@@ -11,7 +11,6 @@ from shared.bootstrap import Intake, intake
 from shared.clock import FakeClock
 from shared.settings import ROOT, Settings
 
-ENGINEER = {"X-Actor": "engineer:E-017"}
 
 
 @pytest.fixture
@@ -30,17 +29,17 @@ def incident(**changes: object) -> dict:
 async def worked_ticket(api: httpx.AsyncClient, clock: FakeClock) -> dict:
     ticket = (await api.post("/v1/tickets", json=incident())).json()
     clock.advance(minutes=18)
-    await api.post(f"/v1/tickets/{ticket['id']}/acknowledge", json={"plan": "远程诊断"}, headers=ENGINEER)
+    await api.post(f"/v1/tickets/{ticket['id']}/acknowledge", json={"plan": "远程诊断"})
     clock.advance(minutes=12)
-    await api.post(f"/v1/tickets/{ticket['id']}/severity", json={"severity": "P1", "reason": "全厂停产"}, headers=ENGINEER)
+    await api.post(f"/v1/tickets/{ticket['id']}/severity", json={"severity": "P1", "reason": "全厂停产"})
     clock.advance(minutes=30)
-    await api.post(f"/v1/tickets/{ticket['id']}/await-customer", json={"reason": "等待机房钥匙"}, headers=ENGINEER)
+    await api.post(f"/v1/tickets/{ticket['id']}/await-customer", json={"reason": "等待机房钥匙"})
     clock.advance(hours=2)
     await api.post(f"/v1/tickets/{ticket['id']}/customer-response", json={"message": "钥匙已到"})
     clock.advance(minutes=10)
-    await api.post(f"/v1/tickets/{ticket['id']}/arrive", json={"engineer": "E-017"}, headers=ENGINEER)
+    await api.post(f"/v1/tickets/{ticket['id']}/arrive", json={"engineer": "E-017"})
     clock.advance(hours=1)
-    await api.post(f"/v1/tickets/{ticket['id']}/resolve", json={"resolution": "更换电源模块", "cause": "电源故障"}, headers=ENGINEER)
+    await api.post(f"/v1/tickets/{ticket['id']}/resolve", json={"resolution": "更换电源模块", "cause": "电源故障"})
     return ticket
 
 
@@ -87,8 +86,8 @@ async def test_timeline_and_incident_report(api: httpx.AsyncClient, clock: FakeC
     lines = (await api.get(f"/v1/tickets/{ticket['number']}/timeline")).json()
     texts = [line["text"] for line in lines]
     assert texts[0].startswith(f"opened {ticket['number']} (P2 fault) for C-汉中电力")
-    assert texts[2] == "acknowledged by engineer E-017: 远程诊断 — response met 42 min before due"
-    assert texts[3] == "severity P2 → P1 by engineer E-017: 全厂停产"
+    assert texts[2] == "acknowledged by admin ops: 远程诊断 — response met 42 min before due"
+    assert texts[3] == "severity P2 → P1 by admin ops: 全厂停产"
     # Due 11:00 UTC, but the two hours awaiting the customer do not count: due 13:00, met 12:10.
     assert texts[7] == "engineer E-017 on site — on-site met 50 min before due"
     report = (await api.get(f"/v1/tickets/{ticket['number']}/report")).json()

@@ -15,10 +15,12 @@ import pytest
 from fastapi import FastAPI
 
 from services.intake import problems
-from services.intake.app import context
+from services.intake.access import Gate
 from services.intake.contracts import contracts_router
 from shared.clock import FakeClock
 from shared.contracts import ContractBook
+from shared.keys import Keyring
+from shared.rate_limit import RateLimits
 from shared.domain.contract import Contract, Tier
 from shared.domain.errors import ContractNotFound, InvalidContractTerms
 from shared.projections.contract_list import ContractListProjection
@@ -26,6 +28,7 @@ from shared.read_db import read_engine
 from shared.settings import ROOT
 from shared.store import EventStore
 from tests.integration.test_intake_api import assert_problem
+from tests.keys import bearer, recorded
 
 SERVICE = {"kind": "service", "id": "test"}
 TERMS = {
@@ -53,7 +56,7 @@ def contract_list(store: EventStore, database_url: str) -> Iterator[ContractList
 
 
 def event_count(store: EventStore) -> int:
-    return store.recorder.max_notification_id() or 0
+    return recorded(store)
 
 
 def put(book: ContractBook, code: str = "K-1", **changes: object) -> tuple[Contract, bool]:
@@ -186,20 +189,22 @@ def test_the_contract_list_follows_registrations_and_amendments(
 async def api(book: ContractBook, contract_list: ContractListProjection) -> AsyncIterator[httpx.AsyncClient]:
     app = FastAPI()
     problems.install(app)
-    app.include_router(contracts_router(book, contract_list, context))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://intake") as client:
+    gate = Gate(Keyring(book.store, book.clock), RateLimits(0, 1))
+    app.include_router(contracts_router(book, contract_list, gate))
+    headers = bearer(gate.keyring, "admin", "A-7")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://intake", headers=headers) as client:
         yield client
 
 
 async def test_put_creates_then_amends(api: httpx.AsyncClient, book: ContractBook) -> None:
-    created = await api.put("/v1/contracts/K-2026-017", json=TERMS, headers={"X-Actor": "agent:A-7"})
+    created = await api.put("/v1/contracts/K-2026-017", json=TERMS)
     assert created.status_code == 201, created.text
     assert created.headers["location"] == "/v1/contracts/K-2026-017"
     body = created.json()
     assert body["code"] == "K-2026-017" and body["version"] == 1 and body["tier"] == "normal"
     assert body["valid_to"] == "2026-12-31" and body["registered_at"] == "2026-11-20T09:00:00Z"
     (registered,) = book.store.events.get(book.get("K-2026-017").id)
-    assert registered.actor == {"kind": "agent", "id": "A-7"}
+    assert (registered.actor["kind"], registered.actor["id"]) == ("admin", "A-7")
 
     amended = await api.put("/v1/contracts/K-2026-017", json=TERMS | {"tier": "vip"})
     assert amended.status_code == 200 and "location" not in amended.headers
@@ -256,6 +261,6 @@ async def test_terms_breaking_a_rule_are_a_422_and_record_nothing(api: httpx.Asy
     assert "valid_to" in assert_problem(backwards, 422, "invalid-contract-terms")["detail"]
     unknown_zone = await api.put("/v1/contracts/K-1", json=TERMS | {"time_zone": "Asia/Hanzhong"})
     assert "time_zone" in assert_problem(unknown_zone, 422, "invalid-contract-terms")["detail"]
-    bad_actor = await api.put("/v1/contracts/K-1", json=TERMS, headers={"X-Actor": "nobody"})
-    assert_problem(bad_actor, 422, "invalid-request")
+    no_key = await api.put("/v1/contracts/K-1", json=TERMS, headers={"Authorization": "Bearer nobody"})
+    assert_problem(no_key, 401, "unauthenticated")
     assert event_count(store) == 0

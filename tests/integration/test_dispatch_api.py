@@ -18,6 +18,7 @@ from shared.clock import FakeClock
 from shared.domain.ticket import Ticket
 from shared.event_format import event_type
 from shared.settings import ROOT, Settings
+from tests.keys import bearer
 
 TUESDAY_0200 = datetime(2026, 11, 24, 2, 0, tzinfo=timezone(timedelta(hours=8)))
 WEDNESDAY_1000 = datetime(2026, 11, 25, 10, 0, tzinfo=timezone(timedelta(hours=8)))
@@ -72,7 +73,9 @@ def service(database_url: str) -> Iterator[Service]:
     clock = FakeClock(TUESDAY_0200)
     settings = Settings(database_url=database_url, contracts_file=ROOT / "deploy" / "contracts.toml")
     front, back = intake(settings, clock=clock), dispatch(settings, clock=clock)
-    api, dispatch_api = TestClient(front.app, base_url="http://intake"), TestClient(back.app, base_url="http://dispatch")
+    admin = bearer(front.gate.keyring, "admin", "ops")
+    api = TestClient(front.app, base_url="http://intake", headers=admin)
+    dispatch_api = TestClient(back.app, base_url="http://dispatch", headers=admin)
     yield Service(front, back, api, dispatch_api, Reactions(back), clock)
     api.close()
     dispatch_api.close()
@@ -155,7 +158,12 @@ def test_a_p1_at_night_goes_to_the_on_call_engineer_and_a_decline_to_the_next(se
     staffing = service.staffing(ticket)
     assert staffing["lead"] == "E-019"
 
-    engineer = {"X-Actor": "engineer:E-019"}
+    engineer = bearer(service.intake.gate.keyring, "engineer", engineer="E-019")
+    impostor = service.dispatch_api.post(f"/v1/tickets/{ticket['id']}/accept", json={"engineer": "E-013"}, headers=engineer)
+    assert (impostor.status_code, impostor.json()["type"]) == (403, "/problems/forbidden")  # E-019 acts as E-019 only
+    outsider = bearer(service.intake.gate.keyring, "engineer", engineer="E-005")
+    unseen = service.dispatch_api.post(f"/v1/tickets/{ticket['id']}/accept", json={"engineer": "E-005"}, headers=outsider)
+    assert (unseen.status_code, unseen.json()["type"]) == (404, "/problems/ticket-not-found")  # not on it: not there
     for path, body in [("accept", {}), ("depart", {"eta": "40 分钟"})]:
         assert service.dispatch_api.post(f"/v1/tickets/{ticket['id']}/{path}", json={"engineer": "E-019"} | body, headers=engineer).status_code == 200
     service.api.post(f"/v1/tickets/{ticket['id']}/acknowledge", json={"plan": "已出发"}, headers=engineer)
@@ -232,8 +240,9 @@ def test_a_complaint_sends_someone_else_at_least_as_senior(service: Service) -> 
     service.clock.set(WEDNESDAY_1000)
     ticket = service.open(severity="P3")
     assert service.staffing(ticket)["engineers"][0]["engineer"] == "E-018"  # L1 with the skill: P3 needs no more
+    customer = bearer(service.intake.gate.keyring, "integration", "hz-power-portal", customers=(ticket["customer"],))
     complaint = service.dispatch_api.post(f"/v1/tickets/{ticket['id']}/complaint", json={"reason": "工程师态度差"},
-                                          headers={"X-Actor": "customer:C-HZ-POWER"})
+                                          headers=customer)
     assert complaint.json()["excluded"] == ["E-018"]
     service.reactions.run()
     assert service.staffing(ticket)["lead"] == "E-013"  # at least L1; the skill comes before the lowest level
@@ -245,7 +254,7 @@ def test_a_complaint_sends_someone_else_at_least_as_senior(service: Service) -> 
     assert staffing["excluded"] == ["E-013", "E-018"]
     assert [(e["engineer"], e["level"], e["role"], e["for_level"]) for e in staffing["engineers"]] == [("E-015", "L2", "lead", "L2")]
     complaints = service.history(ticket, "ticket.engineer_complaint")
-    assert [(e["data"]["engineer"], e["actor"]["kind"]) for e in complaints] == [("E-018", "customer"), ("E-013", "service")]
+    assert [(e["data"]["engineer"], e["actor"]["kind"]) for e in complaints] == [("E-018", "client"), ("E-013", "service")]
 
 
 def test_resolved_or_cancelled_frees_capacity_and_unshipped_units(service: Service) -> None:

@@ -20,6 +20,7 @@ from shared.projections.aggregate_rows import AggregateRows
 from shared.projections.rebuild import rebuild
 from shared.projections.sla_compliance import SlaComplianceProjection
 from shared.settings import ROOT, Settings
+from tests.keys import bearer
 
 CLIENT = {"kind": "client", "id": "hotline"}
 ENGINEER = {"kind": "engineer", "id": "E-017"}
@@ -128,8 +129,9 @@ def test_sla_compliance_per_customer_and_month(service: Intake, clock: FakeClock
 async def test_the_report_over_the_api(service: Intake, clock: FakeClock) -> None:
     worked_tickets(service, clock)
     app = FastAPI()
-    app.include_router(reports_router(caught_up(compliance(service))))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://intake") as api:
+    app.include_router(reports_router(caught_up(compliance(service)), service.gate))
+    admin = bearer(service.gate.keyring, "admin")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://intake", headers=admin) as api:
         answer = await api.get("/v1/reports/sla", params={"customer": "C-汉中电力", "month": "2026-11"})
         assert answer.status_code == 200
         assert answer.json() == compliance(service).report("C-汉中电力", "2026-11")

@@ -55,9 +55,14 @@ async def test_target_states_move_with_the_ticket(api: httpx.AsyncClient, clock:
 
 
 async def test_no_contract_means_no_commitment_but_the_ticket_is_recorded(api: httpx.AsyncClient) -> None:
-    for contract, reason in [(None, "no contract given"), ("K-NOPE", "unknown contract K-NOPE"),
-                             ("K-BJ-2025-004", "contract K-BJ-2025-004 expired on 2026-06-30")]:
-        opened = await api.post("/v1/tickets", json=incident(contract=contract))
+    baoji = "宝鸡钛业股份有限公司"
+    for customer, contract, reason in [
+        (baoji, None, "no contract given"), (baoji, "K-NOPE", "unknown contract K-NOPE"),
+        (baoji, "K-BJ-2025-004", "contract K-BJ-2025-004 expired on 2026-06-30"),
+        # Another customer's contract entitles nobody else, and its terms stay hidden.
+        ("陕西秦川数据科技有限公司", "K-BJ-2025-004", "unknown contract K-BJ-2025-004"),
+    ]:
+        opened = await api.post("/v1/tickets", json=incident(customer=customer, contract=contract))
         assert opened.status_code == 201
         sla = opened.json()["sla"]
         assert (sla["committed"], sla["reason"], sla["targets"]) == (False, reason, [])
