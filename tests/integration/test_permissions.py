@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +20,9 @@ from fastapi.testclient import TestClient
 from services.dispatch.wiring import Dispatch, dispatch
 from shared.bootstrap import Intake, intake
 from shared.clock import FakeClock
+from shared.keys import Keyring, first_admin_key, record_admin_key
 from shared.settings import ROOT, Settings
+from shared.store import EventStore
 from tests.keys import bearer
 
 ROLES = ("integration", "engineer", "agent", "auditor", "admin")
@@ -180,3 +183,17 @@ def test_events_name_the_keys_principal(deployment: Deployment) -> None:
     agent_key = deployment.intake.gate.keyring.authenticate(deployment.keys["agent"]["Authorization"][7:])
     assert actors[-2] == {"kind": "agent", "id": "test-agent", "key": str(agent_key.key_id)}
     assert (actors[-1]["kind"], actors[-1]["id"]) == ("client", "test-integration")
+
+
+def test_the_first_start_issues_one_admin_key_and_an_operator_s_key_is_recorded_once(
+    store: EventStore, clock: FakeClock, tmp_path: Path
+) -> None:
+    keyring = Keyring(store, clock)
+    marker = tmp_path / "admin-key.id"
+    secret = first_admin_key(keyring, marker=marker)
+    assert secret and keyring.authenticate(secret).role == "admin"
+    assert first_admin_key(keyring, marker=marker) is None  # printed once: later starts issue none
+    record_admin_key(keyring, "operator-chosen-key")
+    record_admin_key(keyring, "operator-chosen-key")  # every start, every replica: still one key
+    assert keyring.authenticate("operator-chosen-key").role == "admin"
+    assert sum(1 for n in store.recorder.select_notifications(1, 100) if "api_key" in n.topic) == 2

@@ -16,6 +16,7 @@ import pytest
 
 from shared.bootstrap import Intake, intake
 from shared.clock import FakeClock
+from shared.domain.errors import Unauthenticated
 from shared.domain.ticket import Ticket
 from shared.event_format import is_internal
 from shared.settings import ROOT, Settings
@@ -163,3 +164,23 @@ def test_sla_report_and_projection_rebuild(ticketctl: Run, tickets: dict[str, Ti
     assert [line.split(":")[0] for line in rebuilt.stderr.splitlines()] == ["ticket_list", "contract_list", "sla_compliance", "key_list"]
     assert ticketctl("report", "sla", "--customer", "C-汉中电力", "--month", "2026-11").stdout == report.stdout
     assert ticketctl("projections", "rebuild", "engineer_workload").returncode == 2
+
+
+def test_keys_create_list_revoke(ticketctl: Run, service: Intake) -> None:
+    created = ticketctl("keys", "create", "--name", "zabbix", "--role", "integration", "--customer", "C-汉中电力",
+                        "--json")
+    assert created.returncode == 0, created.stderr
+    issued = json.loads(created.stdout)
+    principal = service.gate.keyring.authenticate(issued["key"])
+    assert (principal.role, principal.customers) == ("integration", frozenset({"C-汉中电力"}))
+
+    listed = ticketctl("keys", "list")
+    assert issued["id"] in listed.stdout and "zabbix" in listed.stdout and issued["key"] not in listed.stdout
+    wrong = ticketctl("keys", "create", "--name", "x", "--role", "integration")
+    assert wrong.returncode == 2 and "customers" in wrong.stderr
+
+    assert ticketctl("keys", "revoke", issued["id"], "--reason", "leaked in a ticket").returncode == 0
+    assert issued["id"] not in ticketctl("keys", "list").stdout
+    assert issued["id"] in ticketctl("keys", "list", "--revoked").stdout
+    with pytest.raises(Unauthenticated):
+        service.gate.keyring.authenticate(issued["key"])
