@@ -38,6 +38,7 @@ from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.api import PubAck, StorageType, StreamConfig
 from nats.js.errors import APIError, NoStreamResponseError, NotFoundError
+from pydantic import SecretStr
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -49,12 +50,19 @@ POSITION_HEADER = "Ticketing-Position"
 DUPLICATE_WINDOW_SECONDS = 120.0
 
 
-async def connect(url: str) -> Client:
+async def connect(url: str, *, user: str | None = None, password: SecretStr | None = None) -> Client:
     """Connect, retrying forever (the first connection too): a NATS restart or a
     late start must not end a service, so callers that must stay stoppable race
-    this against their stop signal."""
+    this against their stop signal.
+
+    A server that requires credentials (deploy/nats/) gets `user` and `password`, or
+    else the user and password in the URL (nats://user:pass@host:4222). Refused
+    credentials are retried too, each refusal logged ('Authorization Violation').
+    """
     return await nats.connect(
         url,
+        user=user,
+        password=password.get_secret_value() if password else None,
         name="ticketing",
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,

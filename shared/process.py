@@ -1,5 +1,6 @@
 """The scaffolding every NATS worker process shares: logging, the required NATS URL,
-a stop on SIGTERM/SIGINT, and a connection that is always closed."""
+a stop on SIGTERM/SIGINT, and a connection (with credentials, if set) that is always
+closed."""
 from __future__ import annotations
 
 import asyncio
@@ -16,9 +17,12 @@ from shared.settings import Settings
 Work = Callable[[Client, asyncio.Event], Awaitable[None]]
 
 
-async def with_nats(nats_url: str, stop: asyncio.Event, work: Callable[[Client], Awaitable[None]]) -> None:
-    # The client retries forever while NATS is down; a stop must still stop us.
-    nc = await unless_stopped(stop, connect(nats_url))
+async def with_nats(settings: Settings, stop: asyncio.Event, work: Callable[[Client], Awaitable[None]]) -> None:
+    """`work(nc)` on a connection to TICKETING_NATS_URL (which the caller checked is set)
+    as TICKETING_NATS_USER, if set; the connection is closed afterwards."""
+    assert settings.nats_url, "checked at start"
+    # The client retries forever while NATS is down or refuses us; a stop must still stop us.
+    nc = await unless_stopped(stop, connect(settings.nats_url, user=settings.nats_user, password=settings.nats_password))
     if nc is None:
         return
     try:
@@ -30,8 +34,7 @@ async def with_nats(nats_url: str, stop: asyncio.Event, work: Callable[[Client],
 def run_worker(name: str, settings: Settings, work: Work, *, needs_nats_for: str) -> None:
     """Run `work(nc, stop)` until it returns; `stop` is set by SIGTERM or SIGINT."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
-    nats_url = settings.nats_url
-    if not nats_url:
+    if not settings.nats_url:
         sys.exit(f"{name}: TICKETING_NATS_URL is not set; {needs_nats_for}")
 
     async def serve() -> None:
@@ -39,7 +42,7 @@ def run_worker(name: str, settings: Settings, work: Work, *, needs_nats_for: str
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-        await with_nats(nats_url, stop, lambda nc: work(nc, stop))
+        await with_nats(settings, stop, lambda nc: work(nc, stop))
 
     asyncio.run(serve())
     logging.getLogger(f"services.{name}").info("%s stopped", name)

@@ -1,7 +1,8 @@
 """`python -m services.dispatch`: the dispatch API on TICKETING_DISPATCH_PORT and the
 dispatch worker (a durable JetStream consumer), in one process, until SIGTERM or SIGINT.
 
-Reads TICKETING_DATABASE_URL, TICKETING_NATS_URL (required), TICKETING_ENGINEERS_FILE
+Reads TICKETING_DATABASE_URL, TICKETING_NATS_URL (required), TICKETING_NATS_USER and
+TICKETING_NATS_PASSWORD (if NATS requires them), TICKETING_ENGINEERS_FILE
 and TICKETING_SPARE_UNITS_FILE (loaded at start; unchanged files record nothing).
 Run as many as you like: they share the durable consumer, and every decision is
 guarded by the streams it writes.
@@ -25,7 +26,7 @@ from shared.settings import Settings
 log = logging.getLogger("services.dispatch")
 
 
-async def consume(parts: Dispatch, settings: Settings, nats_url: str, stop: asyncio.Event) -> None:
+async def consume(parts: Dispatch, settings: Settings, stop: asyncio.Event) -> None:
     # While NATS is down the API serves meanwhile.
     async def work(nc: Client) -> None:
         js = nc.jetstream()
@@ -34,13 +35,13 @@ async def consume(parts: Dispatch, settings: Settings, nats_url: str, stop: asyn
                                 durable=settings.dispatch_consumer, overdue_every=settings.overdue_check_seconds)
         await worker.run(stop)
 
-    await with_nats(nats_url, stop, work)
+    await with_nats(settings, stop, work)
 
 
-async def serve(parts: Dispatch, settings: Settings, nats_url: str) -> None:
+async def serve(parts: Dispatch, settings: Settings) -> None:
     server = uvicorn.Server(uvicorn.Config(parts.app, host=settings.http_host, port=settings.dispatch_port, log_level="warning"))
     stop = asyncio.Event()
-    worker = asyncio.create_task(consume(parts, settings, nats_url, stop))
+    worker = asyncio.create_task(consume(parts, settings, stop))
     # A worker that dies takes the API with it, so the process exits and is seen to.
     worker.add_done_callback(lambda _: setattr(server, "should_exit", True))
     try:
@@ -62,7 +63,7 @@ def main() -> None:
     parts = dispatch(settings)
     log.info("dispatch API on %s:%d", settings.http_host, settings.dispatch_port)
     try:
-        asyncio.run(serve(parts, settings, settings.nats_url))
+        asyncio.run(serve(parts, settings))
     finally:
         parts.close()
         log.info("dispatch stopped")
