@@ -44,10 +44,18 @@ TICKET_EVENTS = "events.ticket.>"
 EVENTS_CONSUMER = "sla_clock"
 DUE_CONSUMER = "sla_clock_due"
 # How soon a message in the hands of an instance that died goes to another one. It
-# must exceed a hold plus a settle; a settle that outlasts it is merely repeated.
+# must exceed a hold plus the wait for a working slot plus a settle; a settle that
+# outlasts it is merely repeated.
 ACK_WAIT_SECONDS = 10.0
-MAX_IN_FLIGHT = 64  # per consumer and instance
+# Messages an instance holds unanswered per consumer: timers waiting out their lead
+# cost nothing but memory, so many may wait at once; the wait for a working slot
+# stays well inside the ack wait at a few hundred settles a second.
+MAX_OUTSTANDING = 1024
+# Settles running at once per instance: each is a few store reads and writes in a
+# thread, so more than the thread pool would only queue there.
+MAX_WORKING = 16
 FETCH_SECONDS = 1.0  # also how long a stop may take to be noticed
+FETCH_BATCH = 256
 RETRY_DELAY_SECONDS = 1.0
 # A message held longer than this is settled anyway (records nothing yet, re-arms):
 # it only happens when the server's clock runs well ahead of ours.
@@ -67,6 +75,7 @@ class SlaClockWorker:
         self.js = js
         self.events_stream = events_stream
         self.clock = clock
+        self._working = asyncio.Semaphore(MAX_WORKING)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume both streams until `stop` is set."""
@@ -80,7 +89,7 @@ class SlaClockWorker:
         # every instance may do it at start.
         await self.js.add_consumer(stream, ConsumerConfig(
             name=durable, durable_name=durable, filter_subject=subject, deliver_policy=DeliverPolicy.ALL,
-            ack_policy=AckPolicy.EXPLICIT, ack_wait=ACK_WAIT_SECONDS,
+            ack_policy=AckPolicy.EXPLICIT, ack_wait=ACK_WAIT_SECONDS, max_ack_pending=MAX_OUTSTANDING,
         ))
         return await self.js.pull_subscribe_bind(durable=durable, stream=stream)
 
@@ -88,14 +97,16 @@ class SlaClockWorker:
         envelope = json.loads(msg.data)
         if not isinstance(envelope, dict) or "subject" not in envelope:
             raise ValueError(f"{msg.subject}: not a ticket event")
-        await self._settle(UUID(envelope["subject"]), envelope.get("correlationid"))
+        async with self._working:
+            await self._settle(UUID(envelope["subject"]), envelope.get("correlationid"))
 
     async def _on_due(self, msg: Msg) -> None:
         due = Due.from_message(msg)
         early = (due.at - self.clock.now()).total_seconds()
-        if early > 0:
+        if early > 0:  # held without a working slot: a thousand timers may wait at once
             await asyncio.sleep(min(early, MAX_HOLD_SECONDS))
-        await self._settle(due.ticket_id, due.correlation_id)
+        async with self._working:
+            await self._settle(due.ticket_id, due.correlation_id)
 
     async def _settle(self, ticket_id: UUID, correlation_id: str | None) -> None:
         """Record what is due, then leave the ticket one timer for what comes next.
@@ -126,16 +137,16 @@ class SlaClockWorker:
 
 async def _consume(sub: JetStreamContext.PullSubscription, handle: Callable[[Msg], Awaitable[None]], stop: asyncio.Event) -> None:
     """Handle messages concurrently (a held timer must not delay the next one), at
-    most MAX_IN_FLIGHT at a time, until `stop` is set. An unexpected error in a
+    most MAX_OUTSTANDING at a time, until `stop` is set. An unexpected error in a
     handler is a bug: it ends the worker, as it ends the relay."""
     in_flight: set[asyncio.Task[None]] = set()
     async with asyncio.TaskGroup() as handlers:
         while not stop.is_set():
-            if len(in_flight) >= MAX_IN_FLIGHT:
+            if len(in_flight) >= MAX_OUTSTANDING:
                 await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
                 continue
             try:
-                messages = await sub.fetch(MAX_IN_FLIGHT - len(in_flight), timeout=FETCH_SECONDS)
+                messages = await sub.fetch(min(FETCH_BATCH, MAX_OUTSTANDING - len(in_flight)), timeout=FETCH_SECONDS)
             except TimeoutError:
                 continue  # nothing to do for now
             except RETRIED as error:
