@@ -6,6 +6,7 @@ import asyncio
 import time
 from uuid import uuid4
 
+import httpx
 import nats
 from eventsourcing.domain import Aggregate
 
@@ -64,3 +65,19 @@ async def jetstream_publish_rates(nats_url: str, count: int) -> tuple[float, flo
     await js.delete_stream(stream)
     await client.close()
     return sequential, windowed
+
+
+async def http_post_rate(url: str, count: int, concurrency: int) -> float:
+    """POSTs a second to a receiver on loopback, `concurrency` at a time: what delivering
+    webhooks could reach if signing, queueing and logging cost nothing."""
+    body = b'{"type": "baseline"}' * 20
+    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=concurrency)) as client:
+        remaining = iter(range(count))
+
+        async def sender() -> None:
+            for _ in remaining:
+                await client.post(url, content=body, headers={"content-type": "application/json"})
+
+        began = time.perf_counter()
+        await asyncio.gather(*(sender() for _ in range(concurrency)))
+        return count / (time.perf_counter() - began)

@@ -17,6 +17,7 @@ from pathlib import Path
 import nats
 import psycopg
 
+from services.dispatch import bench as dispatch_bench
 from services.relay.worker import Relay
 from shared.bus import ensure_event_stream
 from shared.clock import SystemClock
@@ -27,7 +28,9 @@ from shared.read_db import read_engine
 from shared.store import open_store
 from tests.bench import baselines, load
 from tests.bench.sla_lateness import SLA_TICKETS, sla_lateness
+from tests.integration.test_webhook_delivery import measure, webhook_settings
 from tests.product import ROOT, start_product
+from tests.webhook_receiver import serving
 
 POSTGRES = os.environ.get("TICKETING_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 SECONDS = float(os.environ.get("BENCH_SECONDS", "30"))
@@ -108,6 +111,42 @@ async def relay_throughput(database_url: str, work: Path) -> tuple[float, int]:
         store.close()
 
 
+DISPATCH_DECISIONS = {
+    "ranking": "dispatch: ranking every engineer serving the site (pure rules)",
+    "reaction": "dispatch: reaction to ticket.opened (catch up, rank, take capacity, record on two streams)",
+    "reservation": "dispatch: spare-unit reservation (nearest of 10,000 units)",
+}
+
+
+def dispatch_row(kind: str, p50: float, p99: float, raw_save: float) -> Row:
+    # A decision that records saves at least one aggregate: the raw save time is its floor.
+    floor = 1 / raw_save
+    recorded = kind != "ranking"
+    return (DISPATCH_DECISIONS[kind], f"p50 {ms(p50)}, p99 {ms(p99)}",
+            f"{ms(floor)} raw save" if recorded else "—", ratio(floor, p50) if recorded else "—")
+
+
+async def webhook_figures(database_url: str, work: Path) -> list[Row]:
+    """The notifier draining a backlog of 1,000 events × 3 subscriptions, then the latency
+    of events recorded one at a time, beside raw POSTs to the same receiver."""
+    port = free_port()
+    server = start_nats_server(work / "jetstream-webhooks", port)
+    try:
+        with serving() as receiver:
+            settings = webhook_settings(database_url, f"nats://127.0.0.1:{port}", work / "webhooks")
+            figures = await measure(settings, receiver, work / "notifier.log", events=1000, subscriptions=3)
+            raw = await baselines.http_post_rate(receiver.url("/baseline"), 3000, settings.webhook_concurrency * 3)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    return [
+        ("webhooks: deliveries/s draining a backlog (signed, logged, acked)",
+         f"{figures.per_second:,.0f}/s ({figures.deliveries:,} deliveries)", f"{raw:,.0f}/s raw POSTs, same receiver",
+         ratio(figures.per_second, raw)),
+        ("webhooks: event recorded → delivered", f"p50 {ms(figures.latency_p50)}, p99 {ms(figures.latency_p99)}", "—", "—"),
+    ]
+
+
 def rebuild_rate(database_url: str) -> tuple[float, int]:
     store = open_store(database_url)
     projection = TicketListProjection(store, read_engine(database_url))
@@ -146,6 +185,12 @@ async def main() -> None:
         relayed, relay_count = await relay_throughput(backlog_db, work)
         read_rate, read_count = baselines.notification_read_rate(backlog_db)
         rebuilt, rebuild_count = rebuild_rate(backlog_db)
+        print("dispatch: decisions with 1,000 engineers and 10,000 spare units ...", flush=True)
+        decisions = await asyncio.to_thread(dispatch_bench.run, f"{POSTGRES}?schema=bench_{stamp}_dispatch")
+        schemas.append(f"bench_{stamp}_dispatch")
+        print("webhooks: a backlog of deliveries, then latency ...", flush=True)
+        webhook_rows = await webhook_figures(f"{POSTGRES}?schema=bench_{stamp}_webhooks", work)
+        schemas.append(f"bench_{stamp}_webhooks")
         print(f"SLA clock: {SLA_TICKETS:,} open tickets, deadlines falling due over a few minutes ...", flush=True)
         sla_rows = await sla_lateness(work, POSTGRES, SLA_TICKETS)
 
@@ -164,6 +209,8 @@ async def main() -> None:
         ("projection rebuild (ticket list)", f"{rebuilt:,.0f} events/s ({rebuild_count:,})",
          f"{read_rate:,.0f}/s raw notification read", ratio(rebuilt, read_rate)),
         *((f"peak memory: {name}", f"{kib / 1024:,.0f} MiB", "—", "—") for name, kib in sorted(memory.items())),
+        *(dispatch_row(kind, p50, p99, raw_save) for kind, (p50, p99) in decisions.items()),
+        *webhook_rows,
         *sla_rows,
     ]
     report(rows)

@@ -13,13 +13,11 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +36,7 @@ from shared.settings import ROOT, Settings
 from shared.store import open_store
 from shared.webhooks import Webhooks
 from tests.keys import bearer
+from tests.webhook_receiver import Received, Receiver, serving
 
 pytestmark = pytest.mark.nats
 
@@ -45,82 +44,10 @@ TIMEOUT_SECONDS = 1.0  # a receiver's time to answer, in these tests
 SCHEDULE = (0.2, 0.4, 1.5)  # seconds before retry 1, 2, 3
 
 
-# -- a receiver on loopback ------------------------------------------------------------
-
-
-@dataclass
-class Received:
-    path: str
-    headers: dict[str, str]
-    body: bytes
-    at: float  # monotonic
-    wall: float  # Unix time, to compare with the event's own time
-    status: int | None  # what the receiver answered (None: it hung)
-
-
-Answer = tuple[int, dict[str, str]]
-
-
-@dataclass
-class Receiver:
-    """Answers POSTs per path from a script (then with `otherwise`), or hangs; keeps every request."""
-
-    base: str = ""
-    requests: list[Received] = field(default_factory=list)
-    scripts: dict[str, list[Answer]] = field(default_factory=dict)
-    otherwise: dict[str, int] = field(default_factory=dict)
-    hanging: set[str] = field(default_factory=set)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    release: threading.Event = field(default_factory=threading.Event)
-
-    def url(self, path: str) -> str:
-        return f"{self.base}{path}"
-
-    def script(self, path: str, *answers: int | Answer, then: int = 200) -> None:
-        with self.lock:
-            self.scripts[path] = [a if isinstance(a, tuple) else (a, {}) for a in answers]
-            self.otherwise[path] = then
-
-    def at(self, path: str) -> list[Received]:
-        with self.lock:
-            return [r for r in self.requests if r.path == path]
-
-    def answer(self, path: str, headers: dict[str, str], body: bytes) -> Answer | None:
-        with self.lock:
-            script = self.scripts.get(path)
-            answer = None if path in self.hanging else script.pop(0) if script else (self.otherwise.get(path, 200), {})
-            self.requests.append(Received(path, headers, body, time.monotonic(), time.time(), answer[0] if answer else None))
-            return answer
-
-
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    state = Receiver()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-            body = self.rfile.read(int(self.headers.get("content-length", 0)))
-            answer = state.answer(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
-            if answer is None:
-                state.release.wait(30)  # hang until the test ends
-                return
-            status, headers = answer
-            self.send_response(status)
-            for name, value in (headers | {"content-length": "0"}).items():
-                self.send_header(name, value)
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    state.base = f"http://127.0.0.1:{server.server_address[1]}"
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield state
-    state.release.set()
-    server.shutdown()
-    server.server_close()
+    with serving() as state:
+        yield state
 
 
 # -- the product, in process (intake API, relay, notifier) ------------------------------
