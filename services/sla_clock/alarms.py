@@ -9,6 +9,7 @@ synchronous: async callers run these methods in a thread.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import NamedTuple
 from uuid import UUID
 
 from eventsourcing.persistence import RecordConflictError
@@ -23,6 +24,12 @@ from shared.store import EventStore
 
 ACTOR: Actor = {"kind": "service", "id": "sla_clock"}
 _SAVE_ATTEMPTS = 20
+
+
+class Settled(NamedTuple):
+    recorded: list[str]  # the event types recorded now
+    version: int  # the ticket's version after them
+    next_at: datetime | None  # the next warning or breach owed; None: nothing more
 
 
 class AlarmConflict(Exception):
@@ -40,6 +47,11 @@ class SlaAlarms:
         """Record every warning and breach due now, and the escalations the breaches
         call for, in one save. Returns the recorded event types ([] if nothing was due
         or another writer recorded it first)."""
+        return self.settle(ticket_id, correlation_id).recorded
+
+    def settle(self, ticket_id: UUID, correlation_id: str) -> Settled:
+        """`fire`, and from the same read of the ticket its version and the next
+        instant to arm for: one replay of the stream per timer, not two."""
         for _ in range(_SAVE_ATTEMPTS):
             ticket = self._desk.get(ticket_id)
             now = self.clock.now()
@@ -48,19 +60,20 @@ class SlaAlarms:
             for alert in due_alerts(ticket.sla, self.policy, now):
                 self._record(ticket, alert, at, correlation_id)
             recorded = [event_type(event) for event in ticket.pending_events]
-            if not recorded:
-                return []
-            try:
-                self.store.save(ticket)
-            except RecordConflictError:
-                continue  # another writer (maybe another instance) saved first: look again
-            return recorded
+            if recorded:
+                try:
+                    self.store.save(ticket)
+                except RecordConflictError:
+                    continue  # another writer (maybe another instance) saved first: look again
+            return Settled(recorded, ticket.version, self._next_owed(ticket))
         raise AlarmConflict(f"ticket {ticket_id} kept changing; gave up after {_SAVE_ATTEMPTS} attempts")
 
     def next_instant(self, ticket_id: UUID) -> datetime | None:
         """The earliest warning or breach the ticket's running clocks still owe; None
         when none is owed (no commitment, every clock met, stopped or paused)."""
-        ticket = self._desk.get(ticket_id)
+        return self._next_owed(self._desk.get(ticket_id))
+
+    def _next_owed(self, ticket: Ticket) -> datetime | None:
         owed = [alert.due_at for alert in pending_alerts(ticket.sla, self.policy) if _recordable(ticket, alert)]
         return min(owed, default=None)
 

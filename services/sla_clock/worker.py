@@ -129,10 +129,10 @@ class SlaClockWorker:
 
     def _fire_and_plan(self, ticket_id: UUID, correlation_id: str) -> tuple[int, datetime | None]:
         """(In a thread.) Record what is due; return the version and next instant to arm for."""
-        if recorded := self.alarms.fire(ticket_id, correlation_id):
-            log.info("ticket %s: recorded %s", ticket_id, ", ".join(recorded))
-        version = self.alarms.version(ticket_id)
-        return version, self.alarms.next_instant(ticket_id)
+        settled = self.alarms.settle(ticket_id, correlation_id)
+        if settled.recorded:
+            log.info("ticket %s: recorded %s", ticket_id, ", ".join(settled.recorded))
+        return settled.version, settled.next_at
 
 
 async def _consume(sub: JetStreamContext.PullSubscription, handle: Callable[[Msg], Awaitable[None]], stop: asyncio.Event) -> None:
