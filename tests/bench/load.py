@@ -1,9 +1,13 @@
-"""A bounded async load client for the intake API over loopback."""
+"""Bounded load on the intake API over loopback: wrk for the peak rate when it is
+installed, and an async httpx client (fixed rate, and the peak without wrk)."""
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from uuid import uuid4
 
 import httpx
@@ -81,3 +85,45 @@ def percentile(values: list[float], share: float) -> float:
         return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+@dataclass(frozen=True)
+class WrkOutcome:
+    requests: int
+    failed: int  # answers of 400 or more, and socket errors
+    seconds: float
+    p50: float
+    p99: float
+
+    @property
+    def rate(self) -> float:
+        return (self.requests - self.failed) / self.seconds
+
+
+_WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.body = [[{body}]]
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "{authorization}"
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("RESULT %d %d %d %d %d\\n", summary.requests, e.status + e.connect + e.read + e.write + e.timeout,
+                         summary.duration, latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+def wrk_peak(api: str, headers: dict[str, str], connections: int, seconds: float, work: Path) -> WrkOutcome:
+    """Peak opening rate driven by wrk (C, two threads): a Python client would spend more
+    CPU per request than the service it measures on a small machine. No Idempotency-Key:
+    every request opens a new ticket."""
+    script = work / "open.lua"
+    script.write_text(_WRK_SCRIPT.format(body=json.dumps(incident(), ensure_ascii=False),
+                                         authorization=headers["Authorization"]))
+    run = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds:.0f}s", "--timeout", "30s", "-s", str(script), f"{api}/v1/tickets"],
+        capture_output=True, text=True, timeout=seconds + 60, check=True,
+    )
+    fields = next(line for line in run.stdout.splitlines() if line.startswith("RESULT")).split()[1:]
+    requests, failed, duration_us, p50_us, p99_us = map(int, fields)
+    return WrkOutcome(requests, failed, duration_us / 1e6, p50_us / 1e6, p99_us / 1e6)

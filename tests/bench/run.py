@@ -9,6 +9,7 @@ import asyncio
 import json
 import os
 import platform
+import shutil
 import tempfile
 import time
 from datetime import datetime, timezone
@@ -164,6 +165,7 @@ async def main() -> None:
     schemas = [f"bench_{stamp}_{name}" for name in ("raw", "product", "backlog")]
     raw_db, product_db, backlog_db = (f"{POSTGRES}?schema={s}" for s in schemas)
     rows: list[Row] = []
+    driven = None
     with tempfile.TemporaryDirectory() as work_dir:
         work = Path(work_dir)
         print("baseline: eventsourcing save rate (one-event aggregates, one thread) ...", flush=True)
@@ -172,7 +174,10 @@ async def main() -> None:
         try:
             print("baseline: JetStream publish rate ...", flush=True)
             js_sequential, js_windowed = await baselines.jetstream_publish_rates(product.nats_url, 20_000)
-            print(f"intake: 64 clients for {SECONDS:.0f} s ...", flush=True)
+            if shutil.which("wrk"):
+                print(f"intake: wrk, 64 connections for {SECONDS:.0f} s ...", flush=True)
+                driven = await asyncio.to_thread(load.wrk_peak, product.api, product.admin, 64, SECONDS, work)
+            print(f"intake: 64 httpx clients for {SECONDS:.0f} s ...", flush=True)
             peak = await load.peak(product.api, product.admin, clients=64, seconds=SECONDS)
             print(f"intake: fixed rate {peak.rate / 2:.0f}/s for {SECONDS / 2:.0f} s ...", flush=True)
             half = await load.fixed_rate(product.api, product.admin, rate=peak.rate / 2, seconds=SECONDS / 2)
@@ -195,10 +200,14 @@ async def main() -> None:
         sla_rows = await sla_lateness(work, POSTGRES, SLA_TICKETS)
 
     duplicates = (peak.ok + half.ok) - len(peak.ids | half.ids)
+    if driven is not None:
+        rows.append(("intake peak, wrk 64 connections", f"{driven.rate:,.0f} tickets/s ({driven.requests:,} requests, "
+                     f"{driven.failed} failed); p50 {ms(driven.p50)}, p99 {ms(driven.p99)}",
+                     f"{raw_save:,.0f}/s raw save", ratio(driven.rate, raw_save)))
     rows += [
         ("raw store save rate (PostgreSQL)", f"{raw_save:,.0f} aggregates/s", "—", "—"),
         ("raw JetStream publish rate", f"{js_sequential:,.0f}/s each ack; {js_windowed:,.0f}/s windowed", "—", "—"),
-        ("intake peak, 64 clients", f"{peak.rate:,.0f} tickets/s ({peak.ok:,} ok, {peak.failed} failed, {duplicates} duplicates)",
+        ("intake peak, 64 httpx clients (the client shares the 2 cores)", f"{peak.rate:,.0f} tickets/s ({peak.ok:,} ok, {peak.failed} failed, {duplicates} duplicates)",
          f"{raw_save:,.0f}/s raw save", ratio(peak.rate, raw_save)),
         ("intake latency at half peak", f"p50 {ms(load.percentile(half.latencies, .5))}, p99 {ms(load.percentile(half.latencies, .99))}"
          f" ({half.ok:,} ok, {half.failed} failed)", "—", "—"),
