@@ -129,8 +129,49 @@ def incident_report(ticket: Ticket, events: list[Ticket.Event], policy: Policy, 
                 "targets": [{"target": o.target, "state": str(o.state), "due_at": _iso(o.due_at), "met_at": _iso(o.met_at)}
                             for o in outcomes]},
         "engineers": engineers,
+        "assigned": _assigned(events),
+        "spare_units": _spare_units(events),
         "timeline": [{"at": line.at.isoformat(), "text": line.text} for line in timeline(events, policy, zone)],
     }
+
+
+def _assigned(events: Iterable[Ticket.Event]) -> list[dict[str, str]]:
+    """Every engineer dispatch put on the ticket, in order, with the role they last had."""
+    roles: dict[str, dict[str, str]] = {}
+    for event in events:
+        if isinstance(event, Ticket.EngineerAssigned):
+            roles[event.engineer] = {"engineer": event.engineer, "role": event.role, "level": event.level}
+    return list(roles.values())
+
+
+# What became of a spare unit, by the event that last concerned it on the ticket.
+_UNIT_OUTCOMES = {
+    Ticket.SpareUnitReserved: "reserved", Ticket.SpareUnitShipped: "shipped", Ticket.SpareUnitInstalled: "installed",
+    Ticket.SpareUnitReturned: "returned", Ticket.SpareLoanConverted: "kept by the customer",
+    Ticket.SpareReservationReleased: "released unused", Ticket.SpareReturnOverdue: "overdue",
+}
+
+
+def _spare_units(events: Iterable[Ticket.Event]) -> list[dict[str, Any]]:
+    """The spare units lent for the ticket: which, from where, installed when, and how it ended."""
+    units: dict[str, dict[str, Any]] = {}
+    for event in events:
+        if isinstance(event, Ticket.SpareUnitReserved):
+            units[event.unit] = {"unit": event.unit, "model": event.model, "serial": event.serial,
+                                 "warehouse": event.warehouse, "installed_at": None}
+        if (unit := units.get(getattr(event, "unit", ""))) is not None and type(event) in _UNIT_OUTCOMES:
+            unit["outcome"] = _UNIT_OUTCOMES[type(event)]
+            if isinstance(event, Ticket.SpareUnitInstalled):
+                unit["installed_at"] = event.timestamp.isoformat()
+    return list(units.values())
+
+
+def _assignment(entry: dict[str, str]) -> str:
+    return f"{entry['engineer']} ({entry['role']}, {entry['level']})"
+
+
+def _unit(entry: dict[str, Any]) -> str:
+    return f"{entry['unit']} ({entry['model']}, {entry['serial']}) {entry['outcome']}"
 
 
 def report_markdown(report: dict[str, Any], zone: ZoneInfo) -> str:
@@ -145,6 +186,8 @@ def report_markdown(report: dict[str, Any], zone: ZoneInfo) -> str:
         f"- Cause: {report['cause'] or '—'}",
         f"- Resolution: {report['resolution'] or '—'}",
         f"- Engineers on site: {', '.join(report['engineers']) or '—'}",
+        f"- Engineers assigned: {', '.join(_assignment(a) for a in report['assigned']) or '—'}",
+        f"- Spare units: {', '.join(_unit(u) for u in report['spare_units']) or '—'}",
         "",
         "## SLA outcome",
         "",

@@ -39,9 +39,11 @@ from shared.integrity import verify_store, verify_stream
 from shared.keys import Keyring
 from shared.projections.aggregate_rows import AggregateRows
 from shared.projections.contract_list import ContractListProjection
+from shared.projections.engineer_list import EngineerListProjection
 from shared.projections.key_list import KeyListProjection
 from shared.projections.rebuild import catch_up_all, rebuild
 from shared.projections.sla_compliance import MONTH_PATTERN, SlaComplianceProjection
+from shared.projections.spare_unit_list import SpareUnitListProjection
 from shared.projections.ticket_list import TicketListProjection
 from shared.read_db import read_engine
 from shared.settings import Settings
@@ -98,6 +100,8 @@ class Ops:
             "contract_list": ContractListProjection(self.store, self.engine),
             "sla_compliance": self.sla_compliance,
             "key_list": self.key_list,
+            "engineer_list": EngineerListProjection(self.store, self.engine),  # engineers' workload
+            "spare_unit_list": SpareUnitListProjection(self.store, self.engine),
         }
 
     @cached_property

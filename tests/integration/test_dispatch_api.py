@@ -330,6 +330,12 @@ def test_a_spare_unit_reserved_shipped_installed_returned(service: Service) -> N
     spare_types = [e["type"] for e in service.history(ticket) if e["type"].startswith("ticket.spare")]
     assert spare_types == ["ticket.spare_unit_reserved", "ticket.spare_unit_shipped", "ticket.spare_unit_installed",
                            "ticket.spare_unit_returned"]
+    report = service.api.get(f"/v1/tickets/{ticket['id']}/report").json()
+    assert [(u["unit"], u["warehouse"], u["outcome"]) for u in report["spare_units"]] == [(unit, "WH-HZ", "returned")]
+    assert report["spare_units"][0]["installed_at"] is not None
+    assert report["assigned"][0] == {"engineer": lead, "role": "lead", "level": report["assigned"][0]["level"]}
+    markdown = service.api.get(f"/v1/tickets/{ticket['id']}/report", params={"format": "markdown"}).text
+    assert f"- Spare units: {unit} (" in markdown and "returned" in markdown and f"{lead} (lead, " in markdown
     unit_stream = list(service.dispatch.tickets.store.events.get(service.dispatch.stock.get(unit).id))
     assert [type(e).__name__ for e in unit_stream] == ["Registered", "Reserved", "Shipped", "Installed", "Returned", "Restocked"]
 

@@ -161,7 +161,8 @@ def test_sla_report_and_projection_rebuild(ticketctl: Run, tickets: dict[str, Ti
 
     rebuilt = ticketctl("projections", "rebuild")
     assert rebuilt.returncode == 0, rebuilt.stderr
-    assert [line.split(":")[0] for line in rebuilt.stderr.splitlines()] == ["ticket_list", "contract_list", "sla_compliance", "key_list"]
+    assert [line.split(":")[0] for line in rebuilt.stderr.splitlines()] == ["ticket_list", "contract_list", "sla_compliance", "key_list", "engineer_list",
+                                                                     "spare_unit_list"]
     assert ticketctl("report", "sla", "--customer", "C-汉中电力", "--month", "2026-11").stdout == report.stdout
     assert ticketctl("projections", "rebuild", "engineer_workload").returncode == 2
 
