@@ -40,6 +40,19 @@ def event_data(event: DomainEventProtocol[UUID]) -> dict[str, Any]:
     return to_jsonable_python(fields)
 
 
+def causation_id(event: DomainEventProtocol[UUID]) -> str | None:
+    """The id of the event that caused this one, in the same stream: the ticket version a
+    dispatch reaction answered (its `cause`), or the event an automatic follow-up was
+    saved with (`follows_previous`: an SLA commitment after opening, an escalation after
+    its breach). None when a request or the passing of time caused it."""
+    cause = getattr(event, "cause", None)
+    if isinstance(cause, int) and cause >= 1:
+        return str(event_id(event.originator_id, cause))
+    if getattr(event, "follows_previous", False) and event.originator_version > 1:
+        return str(event_id(event.originator_id, event.originator_version - 1))
+    return None
+
+
 def history_entry(event: DomainEventProtocol[UUID]) -> dict[str, Any]:
     return {
         "id": str(event_id(event.originator_id, event.originator_version)),
@@ -48,6 +61,7 @@ def history_entry(event: DomainEventProtocol[UUID]) -> dict[str, Any]:
         "recorded_at": event.timestamp.isoformat(),
         "actor": getattr(event, "actor", None),
         "correlation_id": getattr(event, "correlation_id", None),
+        "causation_id": causation_id(event),
         "hash": getattr(event, "content_hash", None),
         "previous_hash": getattr(event, "previous_hash", None),
         "data": event_data(event),
@@ -70,6 +84,7 @@ def cloud_event(event: DomainEventProtocol[UUID], position: int) -> dict[str, An
         "actorkind": actor.get("kind"),
         "actorid": actor.get("id"),
         "correlationid": getattr(event, "correlation_id", None),
+        "causationid": causation_id(event),
         "contenthash": getattr(event, "content_hash", None),
         "previoushash": getattr(event, "previous_hash", None),
         "data": event_data(event),

@@ -2,11 +2,12 @@
 string has a length limit, so a client learns at once which field is wrong."""
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from fastapi import Query
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from shared.domain.ticket import Category, Channel, Severity, Status, Ticket
 from shared.sla.clocks import ClockState, view
@@ -15,6 +16,23 @@ from shared.sla.policy import Policy
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Text = Annotated[str, StringConstraints(max_length=20_000)]
 Short = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
+
+# Versions, positions and offsets are 64-bit integers in the store and the read models:
+# a larger number could only fail there, so it is refused up front as invalid.
+INT64_MAX = 2**63 - 1
+Offset = Annotated[int, Query(ge=0, le=INT64_MAX, description="How many rows to skip.")]
+
+
+def _in_years_used(instant: datetime) -> datetime:
+    if not datetime(1970, 1, 1, tzinfo=timezone.utc) <= instant < datetime(3000, 1, 1, tzinfo=timezone.utc):
+        raise ValueError("must be in the years 1970 to 2999")
+    return instant
+
+
+# An instant a client gives. Clocks and calendars add hours, days and time zones to it,
+# which Python cannot do near the ends of its range (years 1 and 9999), so it is held to
+# years in use.
+Instant = Annotated[AwareDatetime, AfterValidator(_in_years_used)]
 
 
 class Strict(BaseModel):
@@ -199,7 +217,7 @@ class QuoteRequest(Strict):
     category: Category = Category.FAULT
     zone: Annotated[str, StringConstraints(pattern=r"^(in_city|suburban|out_of_town)$")] | None = None
     tier: Literal["normal", "vip"] = "normal"
-    start: AwareDatetime | None = Field(None, description="Received instant; default now.")
+    start: Instant | None = Field(None, description="Received instant; default now.")
 
 
 class QuotedTarget(BaseModel):
@@ -271,6 +289,9 @@ class HistoryEntry(BaseModel):
     recorded_at: datetime
     actor: dict[str, str] | None
     correlation_id: str | None
+    causation_id: UUID | None = Field(
+        None, description="The event in the same stream that caused this one (none: a request or a deadline did)."
+    )
     hash: str | None = Field(description="SHA-256 of the event's canonical content (tamper evidence).")
     previous_hash: str | None = Field(description="The hash of the event before it in the same stream.")
     data: dict[str, Any]

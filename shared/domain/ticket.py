@@ -413,6 +413,7 @@ class Ticket(Chained):
 
     class SlaCommitted(Event):
         cloud_type = "sla.committed"
+        follows_previous = True  # saved with the event that called for it (opened, severity changed)
         plan: dict[str, Any]
         entitlement: dict[str, Any]
         start: datetime
@@ -426,6 +427,7 @@ class Ticket(Chained):
 
     class NoSlaCommitment(Event):
         cloud_type = "sla.no_commitment"
+        follows_previous = True  # saved with ticket.opened
         reason: str
         entitlement: dict[str, Any]
 
@@ -468,6 +470,10 @@ class Ticket(Chained):
         previous: str
         reason: str
         trigger: str  # "manual", or "breach:<target>"
+
+        @property
+        def follows_previous(self) -> bool:
+            return self.trigger.startswith("breach:")  # saved right after the breach that triggered it
 
         def apply(self, ticket: Ticket) -> None:
             ticket.escalation_level = self.level

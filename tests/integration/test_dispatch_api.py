@@ -377,3 +377,18 @@ def test_a_resolution_breach_on_a_p1_fault_lends_a_unit_and_convenes_the_panel(s
     staffing = service.staffing(ticket)
     assert staffing["spare_units"] == ["SP-HZ-001"]
     assert len([e for e in staffing["engineers"] if e["role"] == "panel"]) == 3
+
+
+def test_history_names_what_caused_each_event(service: Service) -> None:
+    ticket = service.open(severity="P3")
+    changed = service.api.post(f"/v1/tickets/{ticket['id']}/severity", json={"severity": "P2", "reason": "影响扩大"})
+    assert changed.status_code == 200
+    history = service.history(ticket)
+    ids = {e["version"]: e["id"] for e in history}
+    caused = {(e["type"], e["version"]): e["causation_id"] for e in history}
+    assert caused[("ticket.opened", 1)] is None  # a request
+    assert caused[("sla.committed", 2)] == ids[1]  # saved with the opening
+    assigned = next(e for e in history if e["type"] == "ticket.engineer_assigned")
+    assert assigned["causation_id"] == ids[1]  # dispatch reacted to ticket.opened
+    change = next(e for e in history if e["type"] == "ticket.severity_changed")
+    assert caused[("sla.committed", change["version"] + 1)] == change["id"]
