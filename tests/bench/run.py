@@ -27,7 +27,7 @@ from shared.nats_server import free_port, start_nats_server
 from shared.projections.ticket_list import TicketListProjection
 from shared.read_db import read_engine
 from shared.store import open_store
-from tests.bench import baselines, load
+from tests.bench import baselines, load, replay
 from tests.bench.sla_lateness import SLA_TICKETS, sla_lateness
 from tests.integration.test_webhook_delivery import measure, webhook_settings
 from tests.product import ROOT, start_product
@@ -196,6 +196,8 @@ async def main() -> None:
         print("webhooks: a backlog of deliveries, then latency ...", flush=True)
         webhook_rows = await webhook_figures(f"{POSTGRES}?schema=bench_{stamp}_webhooks", work)
         schemas.append(f"bench_{stamp}_webhooks")
+        replay_rows = await asyncio.to_thread(replay.replay, f"{POSTGRES}?schema=bench_{stamp}_replay")
+        schemas.append(f"bench_{stamp}_replay")
         print(f"SLA clock: {SLA_TICKETS:,} open tickets, deadlines falling due over a few minutes ...", flush=True)
         sla_rows = await sla_lateness(work, POSTGRES, SLA_TICKETS)
 
@@ -220,6 +222,7 @@ async def main() -> None:
         *((f"peak memory: {name}", f"{kib / 1024:,.0f} MiB", "—", "—") for name, kib in sorted(memory.items())),
         *(dispatch_row(kind, p50, p99, raw_save) for kind, (p50, p99) in decisions.items()),
         *webhook_rows,
+        *replay_rows,
         *sla_rows,
     ]
     report(rows)
