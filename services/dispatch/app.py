@@ -10,13 +10,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import FastAPI, Path, Query, Response
-from pydantic import AwareDatetime, BaseModel
+from pydantic import BaseModel
 
 from services.dispatch import schemas
 from services.intake import problems
 from services.intake import limits
 from services.intake.access import Context, Gate
 from services.intake.app import TicketRef, _store_reachable
+from services.intake.schemas import Instant, Offset
 from shared.dispatching import Need, Rota, branches_serving, duty, rank, region_of, required_skill, service_instant
 from shared.domain.contract import CODE_PATTERN
 from shared.domain.engineer import Engineer
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
 EngineerId = Annotated[str, Path(pattern=CODE_PATTERN, description="The engineer's id, e.g. E-017.")]
 UnitId = Annotated[str, Path(pattern=CODE_PATTERN, description="The spare unit's asset tag, e.g. SP-HZ-001.")]
 Limit = Annotated[int, Query(ge=1, le=500)]
-Offset = Annotated[int, Query(ge=0)]
 Filter = Annotated[str | None, Query(min_length=1, max_length=200)]
 
 # Spare unit steps: path, SpareLogistics method, body, what it means.
@@ -62,6 +62,7 @@ def create_app(parts: "Dispatch", *, max_body_bytes: int = limits.MAX_BODY_BYTES
         version="1.0",
         description="Engineers, duty rotas and spare units; who can take a ticket now; engineers' actions on tickets. "
         "Every route but /healthz and /readyz needs an API key: `Authorization: Bearer <key>`.",
+        responses=problems.RESPONSES,
     )
     problems.install(app)
     limits.install(app, max_body_bytes)
@@ -125,7 +126,7 @@ def create_app(parts: "Dispatch", *, max_body_bytes: int = limits.MAX_BODY_BYTES
         service_level: Annotated[str | None, Query(description="The contract's service level: premium (7×24) "
                                                                 "counts on-call engineers at night.")] = None,
         model: Filter = None,
-        at: Annotated[AwareDatetime | None, Query(description="Default: now.")] = None,
+        at: Annotated[Instant | None, Query(description="Default: now.")] = None,
     ) -> schemas.Availability:
         """Who could take such a ticket (e.g. a P1 in 汉中 right now), best first, by the
         dispatch rules, with why the others could not."""

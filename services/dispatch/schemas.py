@@ -6,9 +6,9 @@ from datetime import datetime
 from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, Field, StringConstraints
+from pydantic import BaseModel, Field, StringConstraints
 
-from services.intake.schemas import Name, Short, Strict, Text
+from services.intake.schemas import Instant, Name, Short, Strict, Text
 from shared.domain.engineer import Engineer
 from shared.domain.spare_unit import Conversion, SpareUnit, UnitState
 from shared.domain.ticket import Severity, Ticket
@@ -126,7 +126,7 @@ class Ship(Strict):
 
 
 class Install(Strict):
-    return_by: AwareDatetime | None = Field(None, description="Due back by; default: the loan period of the stock rules.")
+    return_by: Instant | None = Field(None, description="Due back by; default: the loan period of the stock rules.")
 
 
 class Note(Strict):

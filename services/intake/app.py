@@ -11,7 +11,7 @@ from eventsourcing.application import AggregateNotFoundError
 from fastapi import FastAPI, Header, Path, Query, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse
-from pydantic import AwareDatetime, BaseModel
+from pydantic import BaseModel
 
 from services.intake import limits, problems, schemas
 from services.intake.access import Context, Gate
@@ -77,6 +77,7 @@ def create_app(
         version="1.0",
         description="Open incidents, run ticket commands, and read any ticket's full event history. "
         "Every route but /healthz and /readyz needs an API key: `Authorization: Bearer <key>`.",
+        responses=problems.RESPONSES,
     )
     problems.install(app)
     limits.install(app, max_body_bytes)
@@ -131,10 +132,10 @@ def create_app(
         engineer: Annotated[str | None, Query(max_length=200, description="The lead engineer.")] = None,
         escalation_level: Annotated[Literal["L1", "L2", "L3", "L4"] | None, Query()] = None,
         breached: Annotated[bool | None, Query(description="Any SLA target breached.")] = None,
-        received_from: AwareDatetime | None = None,
-        received_until: AwareDatetime | None = None,
+        received_from: schemas.Instant | None = None,
+        received_until: schemas.Instant | None = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: schemas.Offset = 0,
     ) -> dict[str, Any]:
         """The ticket list read model: newest first. It trails the store by milliseconds.
         A key sees only its scope: its customers' tickets, or the tickets its engineer is on."""
@@ -151,14 +152,19 @@ def create_app(
     def get_ticket(
         reference: TicketRef,
         ctx: Reader,  # type: ignore[valid-type]
-        version: Annotated[int | None, Query(ge=1, description="The state it had at this version.")] = None,
-        as_of: Annotated[AwareDatetime | None, Query(description="The state it had at this instant (RFC 3339).")] = None,
+        version: Annotated[int | None, Query(ge=1, le=schemas.INT64_MAX, description="The state it had at this version.")] = None,
+        as_of: Annotated[schemas.Instant | None, Query(description="The state it had at this instant (RFC 3339).")] = None,
     ) -> schemas.TicketRead:
         """The ticket now, with each SLA target's state; with `version` or `as_of`, as it
         stood then (replayed from its events, SLA states computed at that instant)."""
         if version is not None and as_of is not None:
             raise RequestValidationError([{"loc": ("query", "as_of"), "type": "value_error",
                                            "msg": "give version or as_of, not both"}])
+        if as_of is not None and as_of > desk.clock.now():
+            # Not known yet; and SLA states are worked out day by day up to as_of, so a far
+            # one would hold a worker for minutes.
+            raise RequestValidationError([{"loc": ("query", "as_of"), "type": "value_error",
+                                           "msg": "give an instant that has passed"}])
         ticket = ctx.ticket(desk, reference)
         if as_of is not None:
             version = version_at(desk.history(ticket.id), as_of)
@@ -173,7 +179,7 @@ def create_app(
     def ticket_history(
         reference: TicketRef,
         ctx: Reader,  # type: ignore[valid-type]
-        after_version: Annotated[int, Query(ge=0, description="Page on: the last version you have.")] = 0,
+        after_version: Annotated[int, Query(ge=0, le=schemas.INT64_MAX, description="Page on: the last version you have.")] = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
     ) -> list[dict[str, Any]]:
         """The ticket's ordered history: every event with version, type, time, actor, hashes and
@@ -184,13 +190,13 @@ def create_app(
     @app.get("/v1/events", tags=["audit"], response_model=schemas.Feed)
     def global_feed(
         ctx: gate.context("feed:read"),  # type: ignore[valid-type]
-        after: Annotated[int, Query(ge=0, description="Position to continue after (0 = from the start).")] = 0,
+        after: Annotated[int, Query(ge=0, le=schemas.INT64_MAX, description="Position to continue after (0 = from the start).")] = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         type: Annotated[list[str] | None, Query(max_length=20, description="Event types; `sla.*` matches a family.")] = None,
         ticket: Annotated[str | None, Query(max_length=64, description="One ticket (id or number).")] = None,
         customer: Annotated[str | None, Query(max_length=200)] = None,
-        since: AwareDatetime | None = None,
-        until: AwareDatetime | None = None,
+        since: schemas.Instant | None = None,
+        until: schemas.Instant | None = None,
     ) -> dict[str, Any]:
         """Every recorded event (tickets, contracts, ...) in the order it was recorded,
         optionally filtered. `next_after` is where reading stopped, matched or not, so

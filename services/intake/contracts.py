@@ -16,7 +16,7 @@ from fastapi import APIRouter, Path, Query, Response
 from pydantic import BaseModel, BeforeValidator, Field
 
 from services.intake.access import Gate
-from services.intake.schemas import Name, Strict
+from services.intake.schemas import Name, Offset, Strict
 from shared.contracts import ContractBook
 from shared.domain.contract import CODE_PATTERN, DEFAULT_TIME_ZONE, ISO_DATE_PATTERN, Contract, Tier, Zone
 from shared.domain.errors import ContractNotFound
@@ -110,7 +110,7 @@ def contracts_router(
         ctx: Reader,
         customer: Annotated[str, Query(min_length=1, max_length=200)],
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Offset = 0,
     ) -> dict[str, Any]:
         """One customer's contracts from the contract list read model (it trails the store
         by milliseconds), ordered by code."""

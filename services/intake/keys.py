@@ -12,7 +12,7 @@ from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
 from services.intake.access import Gate
-from services.intake.schemas import Name, Strict
+from services.intake.schemas import Name, Offset, Strict
 from shared.domain.api_key import CUSTOMERS_MAX, ApiKey, Role
 from shared.keys import Keyring
 from shared.projections.key_list import KeyListProjection
@@ -78,7 +78,7 @@ def keys_router(keyring: Keyring, key_list: KeyListProjection, gate: Gate) -> AP
         role: Role | None = None,
         active: bool | None = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Offset = 0,
     ) -> dict[str, Any]:
         """Keys, newest first, from the key list read model (it trails the store by milliseconds)."""
         rows, total = key_list.query(role=role, active=active, limit=limit, offset=offset)

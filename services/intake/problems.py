@@ -1,5 +1,6 @@
 """RFC 9457 problem responses: every error leaves the API as application/problem+json,
-mapped once here from typed domain errors and request validation."""
+mapped once here from typed domain errors and request validation, and declared once
+here for the OpenAPI of every route (`RESPONSES`)."""
 from __future__ import annotations
 
 import logging
@@ -8,6 +9,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException
 
 from shared.domain.errors import DomainError
@@ -15,6 +18,35 @@ from shared.domain.errors import DomainError
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
+
+
+class FieldError(BaseModel):
+    field: str = Field(description="The field at fault, e.g. site.city, query.limit or Idempotency-Key.")
+    message: str
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem: the body of every error answer."""
+
+    type: str = Field(description="/problems/<slug>: what went wrong, for a program to branch on.")
+    title: str
+    status: int
+    detail: str
+    instance: str = Field(description="The path of the request.")
+    errors: list[FieldError] | None = Field(None, description="Each field at fault (422).")
+
+
+_REF = "#/components/schemas/{model}"
+_SCHEMAS = models_json_schema([(Problem, "serialization")], ref_template=_REF)[1]["$defs"]
+
+# Any route may answer a client error (no key, a role without the right, a body too large,
+# an invalid request, too many requests, not found, a conflict), always as a problem.
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    "4XX": {
+        "description": "A problem (RFC 9457): `type` names it, `errors` lists the fields at fault.",
+        "content": {PROBLEM_JSON: {"schema": {"$ref": _REF.format(model="Problem")}}},
+    },
+}
 
 
 def problem(
@@ -57,7 +89,17 @@ async def on_unexpected(request: Request, error: Exception) -> JSONResponse:
 
 
 def install(app: FastAPI) -> None:
+    """Answer every error with a problem, and put the Problem schema in the app's OpenAPI
+    (its routes refer to it: create the app with `responses=RESPONSES`)."""
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(DomainError, on_domain_error)
     app.add_exception_handler(HTTPException, on_http_error)
     app.add_exception_handler(Exception, on_unexpected)
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            generate().setdefault("components", {}).setdefault("schemas", {}).update(_SCHEMAS)
+        return app.openapi_schema  # type: ignore[return-value]  # set by generate()
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -13,10 +13,10 @@ from uuid import UUID
 
 from fastapi import APIRouter, Query, Response
 from fastapi.exceptions import RequestValidationError
-from pydantic import AwareDatetime, BaseModel, Field, StringConstraints
+from pydantic import BaseModel, Field, StringConstraints
 
 from services.intake.access import Context, Gate
-from services.intake.schemas import Name, Strict
+from services.intake.schemas import Instant, Name, Offset, Strict
 from shared.domain.errors import WebhookNotFound
 from shared.domain.ticket import Severity
 from shared.domain.webhook import EVENT_TYPE_PATTERN, EVENT_TYPES_MAX, FILTER_VALUES_MAX, TEXT_MAX, URL_MAX, Status, Webhook
@@ -112,7 +112,7 @@ class Redeliver(Strict):
     """Exactly one of the two."""
 
     event_id: UUID | None = Field(None, description="Send this logged message again.")
-    since: AwareDatetime | None = Field(None, description="Send every wanted event from this instant on again.")
+    since: Instant | None = Field(None, description="Send every wanted event from this instant on again.")
 
 
 class RedeliveryAccepted(BaseModel):
@@ -164,7 +164,6 @@ def webhooks_router(webhooks: Webhooks, gate: Gate) -> APIRouter:
         return webhook
 
     Limit = Annotated[int, Query(ge=1, le=500)]
-    Offset = Annotated[int, Query(ge=0)]
 
     @router.post("", status_code=201, response_model=WebhookWithSecret)
     def subscribe(body: WebhookCreate, ctx: Ctx, response: Response) -> WebhookWithSecret:
