@@ -122,7 +122,9 @@ class SpareLogistics:
     def install(self, code: str, *, return_by: datetime | None, actor: Actor, correlation_id: str) -> SpareUnit:
         """On loan at the customer until `return_by` (default: the deployment's loan period
         in working time from now)."""
-        due = return_by.astimezone(timezone.utc) if return_by else self._loan_due(self.clock.now())
+        # The default is counted from the instant the install is recorded, which may be
+        # later than our clock says (the ticket moved on at another writer's time).
+        due = (lambda _: return_by.astimezone(timezone.utc)) if return_by else self._loan_due
         return self._step(code, "install", "install_spare", actor, correlation_id, return_by=due)
 
     def return_to_stock(self, code: str, *, note: str, actor: Actor, correlation_id: str) -> SpareUnit:
@@ -157,11 +159,14 @@ class SpareLogistics:
             raised += save_retrying(self.store, decide)
         return raised
 
-    def _step(self, code: str, command: str, ticket_command: str | None, actor: Actor, correlation_id: str, **arguments: Any) -> SpareUnit:
+    def _step(self, code: str, command: str, ticket_command: str | None, actor: Actor, correlation_id: str, **given: Any) -> SpareUnit:
+        """Run `command` on the unit (and `ticket_command` on its ticket) in one save. An
+        argument given as a function is called with the instant the step is recorded at."""
         def decide() -> tuple[SpareUnit, list[Any]]:
             unit = self.stock.get(code)
             ticket = self._ticket_of(unit) if ticket_command else ()
             at = instant(self.clock, unit, *ticket)
+            arguments = {name: value(at) if callable(value) else value for name, value in given.items()}
             getattr(unit, command)(at=at, actor=actor, correlation_id=correlation_id, **arguments)
             for t in ticket:
                 getattr(t, ticket_command)(unit=code, at=at, actor=actor, correlation_id=correlation_id, **arguments)
