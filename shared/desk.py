@@ -49,6 +49,19 @@ class Opened:
     replayed: bool
 
 
+@dataclass
+class _Request:
+    """An open waiting to be saved with the others that came at the same time."""
+
+    ticket_id: UUID
+    details: dict[str, Any]
+    digest: str
+    token: IdempotencyToken | None
+    actor: Actor
+    correlation_id: str
+    outcome: Opened | BaseException | None = None
+
+
 def request_digest(details: dict[str, Any]) -> str:
     canonical = json.dumps(details, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
@@ -64,6 +77,8 @@ class TicketDesk:
         self.commitments = commitments
         self._numbering = threading.Lock()
         self._last_number: dict[int, int] = {}
+        self._waiting_guard = threading.Lock()
+        self._waiting: list[_Request] = []
 
     # -- reading ---------------------------------------------------------------
 
@@ -107,37 +122,98 @@ class TicketDesk:
         actor: Actor,
         correlation_id: str,
     ) -> Opened:
+        """Open a ticket, or return the one a first attempt with the same token opened.
+
+        Numbers are dense, so opening is serial per process; to keep a storm of reports
+        from queueing behind one commit each, concurrent opens are saved together (group
+        commit): whichever caller holds the numbering lock saves every request waiting
+        by then in one transaction, and the others find their outcome made.
+        """
         digest = request_digest(details)
         ticket_id = token.ticket_id if token else uuid4()
         if token and ticket_id in self.store.repository:
             return self._replay(ticket_id, digest, token)
+        request = _Request(ticket_id, details, digest, token, actor, correlation_id)
+        with self._waiting_guard:
+            self._waiting.append(request)
+        with self._numbering:
+            if request.outcome is None:
+                with self._waiting_guard:
+                    batch, self._waiting = self._waiting, []
+                self._open_together(batch)
+        if isinstance(request.outcome, BaseException):
+            raise request.outcome
+        assert request.outcome is not None
+        return request.outcome
+
+    def _open_together(self, batch: list[_Request]) -> None:
+        """Number and save `batch` in one transaction; each request gets its outcome.
+
+        A conflict means another writer took one of the numbers, or opened one of these
+        very tickets (a retry racing its first attempt): look again and save the rest.
+        A request that cannot be opened (its details refused) fails alone."""
+        waiting = batch
+        conflicted = False
         for _ in range(_SAVE_ATTEMPTS):
-            with self._numbering:
-                at = self.clock.now()
-                year = at.astimezone(self.zone).year
-                sequence = self._next_number(year)
-                number = format_number(year, sequence)
-                ticket = Ticket.open(
-                    id=ticket_id, at=at, actor=actor, correlation_id=correlation_id,
-                    number=number, request_digest=digest, **details,
-                )
-                if self.commitments:
-                    self.commitments.on_open(ticket, at=at, correlation_id=correlation_id)
-                issued = TicketNumberIssued(
-                    originator_id=numbers_stream_id(year), originator_version=sequence,
-                    timestamp=at, ticket_id=ticket_id, number=number,
-                )
+            if conflicted:
+                waiting = [r for r in waiting if not self._replayed_elsewhere(r)]
+            if not waiting:
+                return
+            at = self.clock.now()
+            year = at.astimezone(self.zone).year
+            sequence = self._next_number(year) - 1
+            now, later, saving = [], [], []
+            for request in waiting:
+                if any(r.ticket_id == request.ticket_id for r in now):
+                    later.append(request)  # the same token twice: a replay of the first, once saved
+                    continue
                 try:
-                    self.store.save(ticket, issued)
-                except RecordConflictError:
-                    # Another writer took this number, or opened this very ticket.
-                    self._last_number.pop(year, None)
-                else:
-                    self._last_number[year] = sequence
-                    return Opened(ticket, replayed=False)
-            if token and ticket_id in self.store.repository:
-                return self._replay(ticket_id, digest, token)
-        raise RuntimeError(f"could not allocate a ticket number after {_SAVE_ATTEMPTS} attempts")
+                    ticket = self._new_ticket(request, at, format_number(year, sequence + 1))
+                except Exception as error:  # noqa: BLE001 - this request's own error, answered to it
+                    request.outcome = error
+                    continue
+                sequence += 1
+                now.append(request)
+                saving += [ticket, TicketNumberIssued(
+                    originator_id=numbers_stream_id(year), originator_version=sequence,
+                    timestamp=at, ticket_id=ticket.id, number=ticket.number,
+                )]
+            try:
+                if saving:
+                    self.store.save(*saving)
+            except RecordConflictError:
+                self._last_number.pop(year, None)
+                conflicted = True
+                continue
+            except Exception as error:  # noqa: BLE001 - the store failed: every request in it hears why
+                for request in now:
+                    request.outcome = error
+                return
+            self._last_number[year] = sequence
+            for request, ticket in zip(now, saving[::2]):
+                request.outcome = Opened(ticket, replayed=False)
+            waiting, conflicted = later, bool(later)
+        for request in waiting:
+            request.outcome = RuntimeError(f"could not allocate a ticket number after {_SAVE_ATTEMPTS} attempts")
+
+    def _new_ticket(self, request: _Request, at: datetime, number: str) -> Ticket:
+        ticket = Ticket.open(
+            id=request.ticket_id, at=at, actor=request.actor, correlation_id=request.correlation_id,
+            number=number, request_digest=request.digest, **request.details,
+        )
+        if self.commitments:
+            self.commitments.on_open(ticket, at=at, correlation_id=request.correlation_id)
+        return ticket
+
+    def _replayed_elsewhere(self, request: _Request) -> bool:
+        """Whether another writer opened this request's ticket; if so, answer it."""
+        if request.token is None or request.ticket_id not in self.store.repository:
+            return False
+        try:
+            request.outcome = self._replay(request.ticket_id, request.digest, request.token)
+        except IdempotencyKeyReused as error:
+            request.outcome = error
+        return True
 
     def _next_number(self, year: int) -> int:
         if year not in self._last_number:
