@@ -154,6 +154,8 @@ class TicketDesk:
         A request that cannot be opened (its details refused) fails alone."""
         waiting = batch
         conflicted = False
+        # A storm of reports from one site names one contract: read it once per batch.
+        commitments = self.commitments.reading_contracts_once() if self.commitments else None
         for _ in range(_SAVE_ATTEMPTS):
             if conflicted:
                 waiting = [r for r in waiting if not self._replayed_elsewhere(r)]
@@ -168,7 +170,7 @@ class TicketDesk:
                     later.append(request)  # the same token twice: a replay of the first, once saved
                     continue
                 try:
-                    ticket = self._new_ticket(request, at, format_number(year, sequence + 1))
+                    ticket = self._new_ticket(request, at, format_number(year, sequence + 1), commitments)
                 except Exception as error:  # noqa: BLE001 - this request's own error, answered to it
                     request.outcome = error
                     continue
@@ -196,13 +198,14 @@ class TicketDesk:
         for request in waiting:
             request.outcome = RuntimeError(f"could not allocate a ticket number after {_SAVE_ATTEMPTS} attempts")
 
-    def _new_ticket(self, request: _Request, at: datetime, number: str) -> Ticket:
+    @staticmethod
+    def _new_ticket(request: _Request, at: datetime, number: str, commitments: Commitments | None) -> Ticket:
         ticket = Ticket.open(
             id=request.ticket_id, at=at, actor=request.actor, correlation_id=request.correlation_id,
             number=number, request_digest=request.digest, **request.details,
         )
-        if self.commitments:
-            self.commitments.on_open(ticket, at=at, correlation_id=request.correlation_id)
+        if commitments:
+            commitments.on_open(ticket, at=at, correlation_id=request.correlation_id)
         return ticket
 
     def _replayed_elsewhere(self, request: _Request) -> bool:

@@ -25,6 +25,11 @@ class Commitments:
         self.policy = policy
         self.contracts = contracts
 
+    def reading_contracts_once(self) -> Commitments:
+        """These commitments, reading each contract at most once: for a batch of
+        tickets opened at one instant, which must all see the same terms anyway."""
+        return Commitments(self.policy, _ReadOnce(self.contracts))
+
     def on_open(self, ticket: Ticket, *, at: datetime, correlation_id: str) -> None:
         contract = self.contracts.find(ticket.contract) if ticket.contract else None
         owed = entitlement(contract, at, contract_code=ticket.contract, customer=ticket.customer)
@@ -52,6 +57,17 @@ class Commitments:
             reason=f"severity changed to {ticket.severity}", at=at, actor=POLICY_ACTOR, correlation_id=correlation_id,
         )
 
+
+
+class _ReadOnce:
+    def __init__(self, contracts: ContractLookup) -> None:
+        self.contracts = contracts
+        self.read: dict[str, Contract | None] = {}
+
+    def find(self, code: str) -> Contract | None:
+        if code not in self.read:
+            self.read[code] = self.contracts.find(code)
+        return self.read[code]
 
 
 def _facts(ticket: Ticket, terms: dict[str, Any]) -> Facts:
