@@ -35,6 +35,12 @@ class Product:
         """Headers carrying the admin key the product was started with."""
         return {"Authorization": f"Bearer {self.admin_key}"}
 
+    @property
+    def dispatch_api(self) -> str:
+        """The dispatch API's base URL, as the launcher printed it."""
+        printed = next(line for line in self.output if line.startswith("dispatch "))
+        return printed.split()[1].removesuffix("/v1/engineers")
+
     def key(self, role: str, name: str, **scope: Any) -> dict[str, str]:
         """Headers carrying a new key, issued over the API as an admin would."""
         issued = httpx.post(f"{self.api}/v1/keys", json={"role": role, "name": name} | scope, headers=self.admin)

@@ -253,11 +253,12 @@ class Ticket(Chained):
 
     def close(self, *, note: str, at: datetime, actor: Actor, correlation_id: str) -> None:
         self._check("close")
-        self._check_no_loan()
+        self._check_no_loan("close")
         self.trigger_event(self.Closed, timestamp=at, note=note, actor=actor, correlation_id=correlation_id)
 
     def cancel(self, *, reason: str, at: datetime, actor: Actor, correlation_id: str) -> None:
         self._check("cancel")
+        self._check_no_loan("cancel")  # cancelling would leave the lent unit at the customer with no ticket working on it
         self.trigger_event(self.Cancelled, timestamp=at, reason=reason, actor=actor, correlation_id=correlation_id)
 
     # -- SLA: commitments, alerts and escalation ----------------------------------
@@ -637,11 +638,11 @@ class Ticket(Chained):
         if unit not in self.spare_units:
             raise NotOnTicket(command, self.status, f"spare unit {unit} is not on ticket {self.number}")
 
-    def _check_no_loan(self) -> None:
+    def _check_no_loan(self, command: str) -> None:
         if self.loaned_units:
             units = ", ".join(sorted(self.loaned_units))
             raise LoanOutstanding(
-                "close", self.status, f"spare unit {units} is still on loan at the customer: return it or convert the loan"
+                command, self.status, f"spare unit {units} is still on loan at the customer: return it or convert the loan"
             )
 
     # -- dispatch events: state assignment only ----------------------------------------

@@ -3,6 +3,7 @@ installed, and an async httpx client (fixed rate, and the peak without wrk)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import subprocess
 import time
@@ -23,16 +24,22 @@ class Outcome:
     ok: int = 0
     failed: int = 0
     latencies: list[float] = field(default_factory=list)
-    ids: set[str] = field(default_factory=set)
+    # Each ticket opened, with the wall-clock instant its POST was sent (time.time(),
+    # to compare with the instants JetStream and the store record).
+    opened: dict[str, float] = field(default_factory=dict)
     elapsed: float = 0.0
 
     @property
     def rate(self) -> float:
         return self.ok / self.elapsed if self.elapsed else 0.0
 
+    @property
+    def ids(self) -> set[str]:
+        return set(self.opened)
+
 
 async def _open(client: httpx.AsyncClient, outcome: Outcome) -> None:
-    began = time.perf_counter()
+    sent, began = time.time(), time.perf_counter()
     try:
         response = await client.post("/v1/tickets", json=incident(), headers={"Idempotency-Key": uuid4().hex})
     except httpx.HTTPError:
@@ -41,20 +48,22 @@ async def _open(client: httpx.AsyncClient, outcome: Outcome) -> None:
     outcome.latencies.append(time.perf_counter() - began)
     if response.status_code == 201:
         outcome.ok += 1
-        outcome.ids.add(response.json()["id"])
+        outcome.opened[response.json()["id"]] = sent
     else:
         outcome.failed += 1
 
 
-async def peak(api: str, headers: dict[str, str], clients: int, seconds: float) -> Outcome:
-    """`clients` concurrent clients, each opening tickets back to back for `seconds`."""
+async def peak(api: str, headers: dict[str, str], clients: int, seconds: float, tickets: int | None = None) -> Outcome:
+    """`clients` concurrent clients, each opening tickets back to back for `seconds`
+    (or until `tickets` requests are sent between them)."""
     outcome = Outcome()
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=api, headers=headers, limits=limits, timeout=30) as client:
         deadline = time.perf_counter() + seconds
+        sent = itertools.count(1)
 
         async def worker() -> None:
-            while time.perf_counter() < deadline:
+            while time.perf_counter() < deadline and (tickets is None or next(sent) <= tickets):
                 await _open(client, outcome)
 
         began = time.perf_counter()

@@ -27,7 +27,7 @@ from shared.nats_server import free_port, start_nats_server
 from shared.projections.ticket_list import TicketListProjection
 from shared.read_db import read_engine
 from shared.store import open_store
-from tests.bench import baselines, load, replay
+from tests.bench import baselines, end_to_end, load, replay
 from tests.bench.sla_lateness import SLA_TICKETS, sla_lateness
 from tests.integration.test_webhook_delivery import measure, webhook_settings
 from tests.product import ROOT, start_product
@@ -183,6 +183,7 @@ async def main() -> None:
             half = await load.fixed_rate(product.api, product.admin, rate=peak.rate / 2, seconds=SECONDS / 2)
             await asyncio.sleep(2)  # let the relay drain before sampling its lag
             lags = await relay_lag(product.nats_url, sample=5_000)
+            e2e_rows = await end_to_end.end_to_end(product, product_db, rate=peak.rate / 2, seconds=SECONDS)
             memory = peak_memory(product.process.pid)
         finally:
             product.stop()
@@ -214,6 +215,7 @@ async def main() -> None:
         ("intake latency at half peak", f"p50 {ms(load.percentile(half.latencies, .5))}, p99 {ms(load.percentile(half.latencies, .99))}"
          f" ({half.ok:,} ok, {half.failed} failed)", "—", "—"),
         ("relay lag (recorded → JetStream)", f"p50 {ms(load.percentile(lags, .5))}, p99 {ms(load.percentile(lags, .99))}", "—", "—"),
+        *e2e_rows,
         ("relay throughput (backlog)", f"{relayed:,.0f} events/s ({relay_count:,} events)",
          f"{js_windowed:,.0f}/s JetStream windowed", ratio(relayed, js_windowed)),
         ("relay vs raw save rate", f"{relayed:,.0f} events/s", f"{raw_save:,.0f}/s raw save", ratio(relayed, raw_save)),

@@ -316,6 +316,8 @@ def test_a_spare_unit_reserved_shipped_installed_returned(service: Service) -> N
     loaned = service.dispatch_api.get(f"/v1/spare-units/{unit}").json()
     assert (loaned["state"], loaned["ticket_number"]) == ("installed", ticket["number"])
     assert loaned["return_by"] == "2026-12-01T01:00:00Z"  # five working days on cn-business
+    refused = service.api.post(f"/v1/tickets/{ticket['id']}/cancel", json={"reason": "客户撤单"})
+    assert (refused.status_code, refused.json()["type"]) == (409, "/problems/loan-outstanding")
 
     for path, body in [("acknowledge", {"plan": "p"}), ("resolve", {"resolution": "替换后恢复"})]:
         service.api.post(f"/v1/tickets/{ticket['id']}/{path}", json=body)

@@ -1,7 +1,8 @@
 """The dispatch worker on a real nats-server, fed by the real relay, on SQLite and
 PostgreSQL: a new ticket is assigned; a reaction that fails is delivered again and
 recorded once; every event delivered again records nothing; two workers share the
-durable consumer and assign each ticket once."""
+durable consumer and assign each ticket once; the periodic scan raises an overdue
+loan once."""
 from __future__ import annotations
 
 import asyncio
@@ -62,10 +63,11 @@ async def nc(nats_url: str) -> AsyncIterator[Client]:
 
 
 @asynccontextmanager
-async def worker(parts: Dispatch, nc: Client, durable: str = "dispatch") -> AsyncIterator[None]:
+async def worker(parts: Dispatch, nc: Client, durable: str = "dispatch", overdue_every: float = 60) -> AsyncIterator[None]:
     stop = asyncio.Event()
     running = asyncio.create_task(
-        DispatchWorker(parts.dispatcher, parts.spares, nc.jetstream(), stream=STREAM, durable=durable, overdue_every=60).run(stop)
+        DispatchWorker(parts.dispatcher, parts.spares, nc.jetstream(), stream=STREAM, durable=durable,
+                       overdue_every=overdue_every).run(stop)
     )
     try:
         yield
@@ -101,6 +103,10 @@ def open_ticket(front: Intake) -> str:
 
 def assignments(front: Intake, ticket: str) -> list[str]:
     return [e.engineer for e in front.desk.history(ticket) if type(e).__name__ == "EngineerAssigned"]
+
+
+def overdue_raised(front: Intake, ticket: str) -> list[str]:
+    return [e.unit for e in front.desk.history(ticket) if type(e).__name__ == "SpareReturnOverdue"]
 
 
 async def test_a_new_ticket_is_assigned_and_acknowledged(front: Intake, back: Dispatch, nc: Client) -> None:
@@ -159,3 +165,36 @@ async def test_two_workers_share_the_durable_consumer(front: Intake, back: Dispa
         assert sum(loads.values()) == 8 and all(load <= back.roster.get(c).profile.max_tickets for c, load in loads.items())
     finally:
         other.close()
+
+
+async def test_the_periodic_scan_raises_an_overdue_loan_once(front: Intake, back: Dispatch, nc: Client,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    scan, scans = back.spares.flag_overdue, []
+
+    def counted() -> int:
+        raised = scan()
+        scans.append(raised)
+        return raised
+
+    monkeypatch.setattr(back.spares, "flag_overdue", counted)
+    clock, ticket = front.desk.clock, open_ticket(front)
+    assert isinstance(clock, FakeClock)
+    return_by = TUESDAY_0200 + timedelta(hours=4)
+    # A scan on every pass of the loop (which waits at most FETCH_WAIT_SECONDS for messages).
+    async with worker(back, nc, overdue_every=0.001):
+        await Relay(front.desk.store, nc, STREAM).relay_available()
+        lead = (await until(lambda: assignments(front, ticket)))[0]
+        who = {"actor": ADMIN, "correlation_id": "advance-replacement"}
+        unit = back.spares.request(ticket, engineer=lead, model=None, reason="advance replacement", **who).unit
+        assert unit is not None
+        back.spares.ship(unit, reference="", **who)
+        back.spares.install(unit, return_by=return_by, **who)
+        installed = len(scans)
+        await until(lambda: len(scans) >= installed + 2)  # scans while the loan is still due back later
+        assert not overdue_raised(front, ticket)
+        clock.set(return_by + timedelta(seconds=1))
+        await until(lambda: overdue_raised(front, ticket))
+        seen = len(scans)
+        await until(lambda: len(scans) >= seen + 2)  # later scans find it raised already
+    assert overdue_raised(front, ticket) == [unit]
+    assert sum(scans) == 1 and back.stock.get(unit).overdue

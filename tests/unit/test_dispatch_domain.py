@@ -13,7 +13,7 @@ from shared.domain.errors import (
 )
 from shared.domain.spare_unit import ALLOWED_FROM, Conversion, Record, SpareUnit, UnitState
 from shared.domain.ticket import Status, Ticket
-from tests.unit.test_ticket import new_ticket, ticket_in
+from tests.unit.test_ticket import ARGUMENTS, new_ticket, ticket_in
 
 T0 = datetime(2026, 11, 24, 2, 0, tzinfo=timezone.utc)
 WHO = {"actor": {"kind": "service", "id": "dispatch"}, "correlation_id": "c"}
@@ -156,21 +156,27 @@ def test_a_new_lead_takes_over_and_the_old_one_stays_as_support() -> None:
         assign(ticket, "E-013")
 
 
-def test_a_ticket_with_a_unit_on_loan_cannot_be_closed_until_it_is_back_or_converted() -> None:
-    for ending in ("return_spare", "convert_loan"):
-        ticket = new_ticket()
-        ticket.reserve_spare(unit="SP-HZ-001", serial="SN-1", model="S5700", warehouse="WH-HZ", distance_km=0.0,
-                             reason="r", cause=0, at=T0, **WHO)
-        ticket.ship_spare(unit="SP-HZ-001", reference="", at=T0, **WHO)
-        ticket.install_spare(unit="SP-HZ-001", return_by=T0 + timedelta(days=5), at=T0, **WHO)
-        ticket.acknowledge(plan="p", at=T0, **WHO)
-        ticket.resolve(resolution="fixed", cause="", at=T0, **WHO)
-        with pytest.raises(LoanOutstanding, match="SP-HZ-001 is still on loan"):
-            ticket.close(note="", at=T0, **WHO)
-        extra = {"how": "sold"} if ending == "convert_loan" else {}
-        getattr(ticket, ending)(unit="SP-HZ-001", note="", at=T0, **extra, **WHO)
-        ticket.close(note="", at=T0, **WHO)
-        assert ticket.status is Status.CLOSED and not ticket.spare_units
+@pytest.mark.parametrize("ending", ["return_spare", "convert_loan"])
+@pytest.mark.parametrize(("finish", "path", "outcome"), [("close", ["acknowledge", "resolve"], Status.CLOSED),
+                                                         ("cancel", [], Status.CANCELLED)])
+def test_a_ticket_with_a_unit_on_loan_cannot_be_closed_or_cancelled_until_it_is_back_or_converted(
+    ending: str, finish: str, path: list[str], outcome: Status,
+) -> None:
+    ticket = new_ticket()
+    ticket.reserve_spare(unit="SP-HZ-001", serial="SN-1", model="S5700", warehouse="WH-HZ", distance_km=0.0,
+                         reason="r", cause=0, at=T0, **WHO)
+    ticket.ship_spare(unit="SP-HZ-001", reference="", at=T0, **WHO)
+    ticket.install_spare(unit="SP-HZ-001", return_by=T0 + timedelta(days=5), at=T0, **WHO)
+    for command in path:
+        getattr(ticket, command)(at=T0, **ARGUMENTS[command], **WHO)
+    before = ticket.version
+    with pytest.raises(LoanOutstanding, match="SP-HZ-001 is still on loan") as refused:
+        getattr(ticket, finish)(at=T0, **ARGUMENTS[finish], **WHO)
+    assert (refused.value.command, ticket.version) == (finish, before)
+    extra = {"how": "sold"} if ending == "convert_loan" else {}
+    getattr(ticket, ending)(unit="SP-HZ-001", note="", at=T0, **extra, **WHO)
+    getattr(ticket, finish)(at=T0, **ARGUMENTS[finish], **WHO)
+    assert ticket.status is outcome and not ticket.spare_units
 
 
 def test_only_units_of_the_ticket_move_on_it() -> None:

@@ -57,6 +57,9 @@ CASES = [
     ("weekend 7x24", "汉中", "P1", "premium", "2026-11-28 15:00", "S5700-28C-EI", "E-015", "on call (sat duty)"),
     ("holiday 7x24: the weekday's duty covers it", "汉中", "P1", "premium", "2026-10-01 10:00", "S5700-28C-EI", "E-013", "on call (thu duty)"),
     ("night 5x8: whoever works when service resumes", "汉中", "P1", "standard", "2026-11-24 02:00", "S5700-28C-EI", "E-013", "at work"),
+    # Lunch is outside cn-business hours: a 5x8 ticket waits for 13:00, so the day's
+    # on-call engineer (E-015, as on 7x24 above) is passed over for whoever is back at work.
+    ("lunch 5x8: whoever is at work when service resumes at 13:00", "汉中", "P1", "standard", "2026-11-25 12:30", "S5700-28C-EI", "E-013", "at work"),
     ("make-up Saturday: a working day", "汉中", "P3", "standard", "2026-10-10 10:00", "致远 A8", "E-016", "skill oa"),
     ("P3: the lowest level that suffices", "汉中", "P3", "standard", "2026-11-25 10:00", "unknown", "E-016", "level L1 (needs L1)"),
     ("skill within the city", "汉中", "P1", "premium", "2026-11-25 10:00", "OceanStor 5310", "E-014", "skill storage"),
@@ -94,10 +97,13 @@ def test_declines_walk_down_the_order() -> None:
     assert order == ["E-013", "E-019", "E-020", "E-005", "E-002"]  # city, city, region, head office L2, then L3
 
 
-def test_a_5x8_ticket_at_night_waits_for_the_service_day_not_the_on_call_engineer() -> None:
+def test_a_5x8_ticket_out_of_hours_waits_for_the_service_day_not_the_on_call_engineer() -> None:
     ranking, at = choose("汉中", "P1", "standard", "2026-11-28 15:00")  # Saturday afternoon
     assert at == local("2026-11-30 09:00")  # Monday morning
     assert all("at work" in m.rules or "on call (mon duty)" in m.rules for m in ranking.matches)
+    lunch, resumes = choose("汉中", "P1", "standard", "2026-11-25 12:30")  # Wednesday lunch
+    assert resumes == local("2026-11-25 13:00")
+    assert all("at work" in m.rules for m in lunch.matches)
     _, holiday = choose("汉中", "P1", "standard", "2026-10-01 10:00")
     assert holiday == local("2026-10-08 09:00")  # after the National Day week
 
