@@ -2,7 +2,7 @@
 broken link (shared/domain/chain.py says what the hashes cover)."""
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from uuid import UUID
 
@@ -51,7 +51,9 @@ def verify_stream(store: EventStore, stream_id: UUID) -> Verdict:
     return verify_events(store.events.get(stream_id))
 
 
-def verify_store(store: EventStore, batch: int = 1_000) -> Verdict:
+def verify_store(store: EventStore, batch: int = 1_000, *, progress: Callable[[int], None] | None = None) -> Verdict:
+    """Every stream, in one pass over the notification log; `progress` hears the
+    position reached after each batch."""
     heads: dict[UUID, tuple[int, str]] = {}
     checked, position = 0, 0
     while notifications := store.recorder.select_notifications(position, batch, inclusive_of_start=False):
@@ -60,4 +62,6 @@ def verify_store(store: EventStore, batch: int = 1_000) -> Verdict:
         if verdict.broken:
             return Verdict(checked, verdict.broken)
         position = notifications[-1].id
+        if progress:
+            progress(position)
     return Verdict(checked, None)

@@ -27,8 +27,9 @@ def actor(who: dict[str, str] | None) -> str:
 def history(entries: Iterable[dict[str, Any]], zone: ZoneInfo) -> Iterator[str]:
     """One header line per event, then its data, one field a line."""
     for entry in entries:
+        cause = f"  causation {entry['causation_id']}" if entry["causation_id"] else ""
         yield (f"v{entry['version']:<3} {local(entry['recorded_at'], zone)}  {entry['type']}  by {actor(entry['actor'])}"
-               f"  correlation {entry['correlation_id'] or '-'}")
+               f"  correlation {entry['correlation_id'] or '-'}{cause}")
         for name, value in entry["data"].items():
             yield f"       {name}: {value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)}"
 

@@ -156,7 +156,9 @@ class DeliveryLog:
                 conn.execute(self._insert(deliveries).on_conflict_do_nothing(index_elements=["id"]), rows)
 
     def record(self, outcomes: Sequence[Outcome]) -> None:
-        """Attempts and where each leaves its delivery, all in one transaction."""
+        """Attempts and where each leaves its delivery, all in one transaction. Only a
+        pending delivery moves: an attempt still out when its subscription was deleted is
+        logged, but does not bring the cancelled delivery back to pending."""
         if not outcomes:
             return
         with self.engine.begin() as conn:
@@ -168,7 +170,9 @@ class DeliveryLog:
                 for o in outcomes
             ])
             conn.execute(
-                deliveries.update().where(deliveries.c.id == bindparam("delivery")).values(
+                deliveries.update().where(
+                    deliveries.c.id == bindparam("delivery"), deliveries.c.status == DeliveryStatus.PENDING.value
+                ).values(
                     status=bindparam("new_status"), attempts=bindparam("number"),
                     next_attempt_at=bindparam("retry_at"), finished_at=bindparam("finished"),
                 ),

@@ -41,14 +41,20 @@ def tickets(service: Intake, clock: FakeClock) -> dict[str, Ticket]:
     return worked_tickets(service, clock)
 
 
+# rich draws its bars as on a terminal, in plain text, and once (the final state) rather
+# than redrawn in place: what a person would see last, readable in a captured stderr.
+TERMINAL = {"TTY_COMPATIBLE": "1", "TTY_INTERACTIVE": "0", "NO_COLOR": "1"}
+
+
 def environment(database_url: str) -> dict[str, str]:
     return os.environ | {"TICKETING_DATABASE_URL": database_url}
 
 
 def runner(database_url: str, cwd: Path) -> Run:
-    def run(*args: str, **options: object) -> subprocess.CompletedProcess[str]:
+    def run(*args: str, env: dict[str, str] | None = None, **options: object) -> subprocess.CompletedProcess[str]:
         options = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE} | options
-        return subprocess.run([str(TICKETCTL), *args], env=environment(database_url), cwd=cwd, text=True, timeout=120, **options)
+        return subprocess.run([str(TICKETCTL), *args], env=environment(database_url) | (env or {}), cwd=cwd, text=True,
+                              timeout=120, **options)
     return run
 
 
@@ -65,6 +71,11 @@ def test_history_timeline_and_tail(ticketctl: Run, tickets: dict[str, Ticket], s
     assert "       cause: 电源故障\n" in history.stdout
     entries = json.loads(ticketctl("history", str(met.id), "--json").stdout)
     assert [e["version"] for e in entries] == list(range(1, met.version + 1))
+    # The SLA commitment names the opening that caused it; a request's event names no cause.
+    assert (f"v2   2026-11-20 17:00:00  sla.committed  by service:sla-policy  correlation c-open"
+            f"  causation {entries[0]['id']}\n") in history.stdout
+    assert entries[1]["causation_id"] == entries[0]["id"] and entries[2]["causation_id"] is None
+    assert "\nv3   2026-11-20 17:18:00  ticket.acknowledged  by engineer:E-017  correlation c-act\n" in history.stdout
 
     timeline = ticketctl("timeline", met.number).stdout.splitlines()
     assert timeline[2] == "2026-11-20 17:18  acknowledged by engineer E-017: 远程诊断 — response met 42 min before due"
@@ -105,6 +116,10 @@ def test_verify_names_the_first_broken_link(
 ) -> None:
     clean = ticketctl("verify")
     assert (clean.returncode, clean.stdout) == (0, "intact: 32 events checked\n")
+    shown = ticketctl("verify", env=TERMINAL)
+    assert shown.stdout == clean.stdout  # the bar goes to stderr only
+    [bar] = [line for line in shown.stderr.splitlines() if "verifying" in line]  # among cursor hide/show codes
+    assert "verifying ━" in bar and " 100% " in bar  # a bar with a total (a spinner has no percentage), filled
     met = tickets["met"]
     edited = tamper(
         service, database_url,

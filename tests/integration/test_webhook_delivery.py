@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+from uuid import UUID, uuid4
 
 import httpx
 import pytest
@@ -31,9 +34,10 @@ from services.notifier.worker import Notifier
 from services.relay.worker import Relay
 from shared.bootstrap import Intake, intake
 from shared.bus import connect, ensure_event_stream
+from shared.projections.webhook_deliveries import Attempt, Delivery, DeliveryLog, DeliveryStatus, Outcome, Planned, delivery_id
 from shared.read_db import read_engine
 from shared.settings import ROOT, Settings
-from shared.store import open_store
+from shared.store import EventStore, open_store
 from shared.webhooks import Webhooks
 from tests.keys import bearer
 from tests.webhook_receiver import Received, Receiver, serving
@@ -73,8 +77,11 @@ class System:
 
 
 @asynccontextmanager
-async def running(settings: Settings, *, notifier: bool = True) -> AsyncIterator[System]:
-    """The intake API (in process, over ASGI), the relay and, unless told not to, the notifier."""
+async def running(
+    settings: Settings, *, notifier: bool = True, notifier_settings: Settings | None = None
+) -> AsyncIterator[System]:
+    """The intake API (in process, over ASGI), the relay and, unless told not to, the
+    notifier: on `notifier_settings` if given, as after ops changed its settings."""
     service: Intake = intake(settings)
     webhooks = service.webhooks
     # The relay and the notifier as separate processes would have them: their own store and engine.
@@ -84,7 +91,7 @@ async def running(settings: Settings, *, notifier: bool = True) -> AsyncIterator
     stop = asyncio.Event()
     workers = [asyncio.create_task(Relay(store, nc, settings.stream_name).run(stop))]
     if notifier:
-        workers.append(asyncio.create_task(Notifier(settings, store, engine, nc).run(stop)))
+        workers.append(asyncio.create_task(Notifier(notifier_settings or settings, store, engine, nc).run(stop)))
     try:
         admin = bearer(service.gate.keyring, "admin")
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=service.app), base_url="http://intake",
@@ -287,6 +294,42 @@ async def test_filters_pick_tickets_by_severity_and_customer(system: System, rec
     assert receiver.at("/other") == [] and len(receiver.at("/p1")) == 1
 
 
+async def test_a_region_filter_takes_only_that_regions_tickets(system: System, receiver: Receiver) -> None:
+    webhook = await subscribe(system.api, receiver.url("/south"), "ticket.escalated", filters={"regions": ["陕南"]})
+    await escalate(system.api)  # 关中, the site's region
+    by_site = await escalate(system.api, site={"city": "汉中", "region": "陕南"})
+    # No region on the site: the contract's (安康's water utility, 陕南) decides.
+    by_contract = await escalate(system.api, customer="安康市水务集团", contract="K-AK-2026-003", site={"city": "安康"})
+
+    requests = await eventually(lambda: len(receiver.at("/south")) == 2 and receiver.at("/south"))
+    assert {verified(webhook, r)["id"] for r in requests} == {by_site["id"], by_contract["id"]}
+    await eventually(lambda: fanned_out(system))
+    assert len(receiver.at("/south")) == 2
+
+
+async def test_an_integration_key_s_webhook_gets_none_of_another_customer_s_events(
+    system: System, receiver: Receiver
+) -> None:
+    customer = "C-汉中电力"  # K-2026-017's; INCIDENT is another customer's
+    issued = await system.api.post("/v1/keys", json={"name": "portal", "role": "integration", "customers": [customer]})
+    own_key = {"Authorization": f"Bearer {issued.json()['key']}"}
+    created = await system.api.post("/v1/webhooks", json={"url": receiver.url("/own"), "event_types": ["*"]},
+                                    headers=own_key)
+    assert created.status_code == 201 and created.json()["filters"]["customers"] == [customer]
+    everything = await subscribe(system.api, receiver.url("/all"), "*")  # the admin's: every customer
+    other = await escalate(system.api)
+    mine = (await system.api.post("/v1/tickets", json=INCIDENT | {"customer": customer, "contract": "K-2026-017"},
+                                  headers=own_key)).json()
+
+    # The other customer's escalation was sent (to the admin's), and A's own ticket to A's.
+    await eventually(lambda: other["id"] in {verified(everything, r)["id"] for r in receiver.at("/all")})
+    await eventually(lambda: mine["id"] in {verified(created.json(), r)["subject"] for r in receiver.at("/own")})
+    await eventually(lambda: fanned_out(system))
+    logged = await eventually(lambda: _settled(deliveries(system.api, created.json())))
+    assert {d["event_id"] for d in logged} == {r.headers["webhook-id"] for r in receiver.at("/own")}  # none on its way
+    assert {verified(created.json(), r)["subject"] for r in receiver.at("/own")} == {mine["id"]}
+
+
 async def test_a_family_pattern_takes_every_type_in_it(system: System, receiver: Receiver) -> None:
     webhook = await subscribe(system.api, receiver.url("/sla"), "sla.*")
     ticket = (await system.api.post("/v1/tickets", json=INCIDENT)).json()  # a contract: sla.committed
@@ -324,6 +367,80 @@ async def test_a_paused_subscription_queues_and_delivers_on_resume(system: Syste
     await system.api.post(f"/v1/webhooks/{webhook['id']}/resume")
     [request] = await eventually(lambda: receiver.at("/paused"))
     assert request.headers["webhook-id"] == entry["id"]
+
+
+async def test_deleting_a_subscription_cancels_its_pending_deliveries(
+    database_url: str, nats_url: str, tmp_path: Path, receiver: Receiver
+) -> None:
+    step = 0.3
+    async with running(webhook_settings(database_url, nats_url, tmp_path, webhook_retry_schedule=(step,) * 40)) as system:
+        receiver.script("/doomed", then=500)
+        webhook = await subscribe(system.api, receiver.url("/doomed"), "ticket.escalated")
+        wanted = {(await escalate(system.api))["id"] for _ in range(2)}
+        await eventually(lambda: all(_tries(receiver, "/doomed", event) >= 2 for event in wanted))  # both retrying
+
+        assert (await system.api.delete(f"/v1/webhooks/{webhook['id']}")).status_code == 204
+        cancelled = await eventually(lambda: _all_cancelled(system, webhook))
+        assert {delivery.event_id for delivery, _ in cancelled} == wanted
+        assert all(d.next_attempt_at is None and d.finished_at is not None and len(tried) >= 2 for d, tried in cancelled)
+        assert all(a.status_code == 500 for _, tried in cancelled for a in tried)
+        sent = len(receiver.at("/doomed"))
+        await asyncio.sleep(10 * step)  # ten retries' worth
+        assert len(receiver.at("/doomed")) == sent
+
+
+def _tries(receiver: Receiver, path: str, event_id: str) -> int:
+    return sum(1 for r in receiver.at(path) if r.headers["webhook-id"] == event_id)
+
+
+def _all_cancelled(system: System, webhook: dict) -> list[tuple[Delivery, list[Attempt]]]:
+    # From the log itself: the API no longer shows a deleted subscription's deliveries.
+    logged, _ = system.webhooks.deliveries.page(UUID(webhook["id"]), None, 500, 0)
+    return logged if logged and all(d.status == DeliveryStatus.CANCELLED for d, _ in logged) else []
+
+
+def test_an_attempt_out_during_the_deletion_leaves_its_delivery_cancelled(store: EventStore, database_url: str) -> None:
+    """The order the race above can take: the lanes cancel, then an attempt already out
+    records its outcome. It is logged, and the delivery stays cancelled. (`store` makes
+    the database schema, as every service's start does.)"""
+    engine = read_engine(database_url)
+    log, subscription, now = DeliveryLog(engine), uuid4(), datetime.now(timezone.utc)
+    planned = Planned(delivery_id("event-1", subscription), subscription, "event-1", "ticket.escalated", now, 1)
+    log.enqueue([planned], now)
+    log.cancel_pending(subscription, now)
+    log.record([Outcome(planned.id, Attempt(1, now, 500, 3.0, None, now), DeliveryStatus.PENDING)])
+    [(delivery, attempts)], _ = log.page(subscription, None, 10, 0)
+    engine.dispose()
+    assert (delivery.status, delivery.next_attempt_at) == (DeliveryStatus.CANCELLED, None)
+    assert [a.status_code for a in attempts] == [500]
+
+
+async def test_a_host_refused_at_connect_time_is_never_sent(
+    database_url: str, nats_url: str, tmp_path: Path, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The subscription's host passed the check when subscribing (allow-listed by name then);
+    by delivery the allow-list no longer names it, and the connection step, resolving it
+    to loopback, refuses: the receiver sees nothing, each attempt is logged with why, and
+    the exhausted schedule disables the subscription."""
+    caplog.set_level(logging.INFO, logger="services.notifier.courier")
+    subscribing = webhook_settings(database_url, nats_url, tmp_path, webhook_allowed_hosts="localhost")
+    delivering = subscribing.model_copy(update={"webhook_allowed_hosts": ()})
+    async with running(subscribing, notifier_settings=delivering) as system:
+        url = receiver.url("/rebound").replace("//127.0.0.1:", "//localhost:")
+        webhook = await subscribe(system.api, url, "ticket.escalated")
+        await escalate(system.api)
+
+        disabled = await eventually(lambda: _with_status(system.api, webhook, "disabled"))
+        [delivery] = await deliveries(system.api, webhook)
+    assert receiver.requests == []
+    attempts = len(SCHEDULE) + 1
+    refusal = delivery["attempts"][0]["error"]
+    assert re.fullmatch(r"destination refused: localhost resolves to (127\.0\.0\.1|::1), which is a loopback address", refusal)
+    assert delivery["status"] == "failed"
+    assert [(a["status_code"], a["error"]) for a in delivery["attempts"]] == [(None, refusal)] * attempts
+    assert disabled["disabled_reason"] == f"retries_exhausted: attempt {attempts}: {refusal}"
+    logged = [r.getMessage() for r in caplog.records if r.name == "services.notifier.courier"]
+    assert all(any(m.endswith(f": attempt {n} {refusal}") for m in logged) for n in range(1, attempts + 1))
 
 
 async def test_redeliver_one_message_and_everything_since(system: System, receiver: Receiver) -> None:
