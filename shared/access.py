@@ -47,7 +47,7 @@ PERMISSIONS: dict[Role, frozenset[str]] = {
     | _dispatch(*(a for a in DISPATCH_ACTIONS if a != "complain")),
     Role.AGENT: _READ_ALL | {"tickets:open", "store:verify", "stock:move"}
     | _tickets(*TICKET_COMMANDS) | _dispatch(*DISPATCH_ACTIONS),
-    Role.AUDITOR: _READ_ALL | {"store:verify", "webhooks:read"},
+    Role.AUDITOR: _READ_ALL | {"store:verify", "webhooks:read", "policy:read"},
 }
 PERMISSIONS[Role.ADMIN] = frozenset().union(*PERMISSIONS.values()) | {
     "keys:manage", "contracts:write", "roster:write",

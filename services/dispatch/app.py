@@ -123,8 +123,9 @@ def create_app(parts: "Dispatch", *, max_body_bytes: int = limits.MAX_BODY_BYTES
         ctx: Reader,
         city: Annotated[str, Query(min_length=1, max_length=200, description="The site's city, e.g. 汉中.")],
         severity: Severity = Severity.P1,
-        service_level: Annotated[str | None, Query(description="The contract's service level: premium (7×24) "
-                                                                "counts on-call engineers at night.")] = None,
+        service_level: Annotated[str | None, Query(min_length=1, max_length=200,
+                                                   description="The contract's service level: premium (7×24) "
+                                                               "counts on-call engineers at night.")] = None,
         model: Filter = None,
         at: Annotated[Instant | None, Query(description="Default: now.")] = None,
     ) -> schemas.Availability:

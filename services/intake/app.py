@@ -11,12 +11,13 @@ from eventsourcing.application import AggregateNotFoundError
 from fastapi import FastAPI, Header, Path, Query, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, StringConstraints
 
 from services.intake import limits, problems, schemas
 from services.intake.access import Context, Gate
 from services.intake.contracts import contracts_router
 from services.intake.keys import keys_router
+from services.intake.policy import policy_router
 from services.intake.reports import reports_router
 from services.intake.webhooks import webhooks_router
 from shared.contracts import ContractBook
@@ -85,6 +86,7 @@ def create_app(
     app.include_router(reports_router(sla_compliance, gate))
     app.include_router(webhooks_router(webhooks, gate))
     app.include_router(keys_router(gate.keyring, key_list, gate))
+    app.include_router(policy_router(policy, gate))
     Reader = gate.context("tickets:read")
 
     @app.get("/healthz", tags=["ops"])
@@ -166,6 +168,11 @@ def create_app(
             raise RequestValidationError([{"loc": ("query", "as_of"), "type": "value_error",
                                            "msg": "give an instant that has passed"}])
         ticket = ctx.ticket(desk, reference)
+        if version is not None and version > ticket.version:
+            # Replaying "up to" a version not yet recorded would pass the current state
+            # off as that version's.
+            raise RequestValidationError([{"loc": ("query", "version"), "type": "value_error",
+                                           "msg": f"version {version} not recorded; the ticket is at version {ticket.version}"}])
         if as_of is not None:
             version = version_at(desk.history(ticket.id), as_of)
             if version is None:
@@ -192,7 +199,8 @@ def create_app(
         ctx: gate.context("feed:read"),  # type: ignore[valid-type]
         after: Annotated[int, Query(ge=0, le=schemas.INT64_MAX, description="Position to continue after (0 = from the start).")] = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-        type: Annotated[list[str] | None, Query(max_length=20, description="Event types; `sla.*` matches a family.")] = None,
+        type: Annotated[list[Annotated[str, StringConstraints(max_length=200)]] | None,
+                        Query(max_length=20, description="Event types; `sla.*` matches a family.")] = None,
         ticket: Annotated[str | None, Query(max_length=64, description="One ticket (id or number).")] = None,
         customer: Annotated[str | None, Query(max_length=200)] = None,
         since: schemas.Instant | None = None,

@@ -54,6 +54,7 @@ class Policy:
     rule_precedence: str
     escalation_levels: Mapping[str, str]
     escalation_on_breach: Mapping[str, str]
+    holiday_overrides: Mapping[str, str]  # calendar → its holiday override file, as the policy names it
 
     def level_calendar(self, level: str) -> str:
         if level not in self.levels:
@@ -98,6 +99,8 @@ def load_policy(path: Path) -> Policy:
         rule_precedence=_known(data.get("rule_precedence", "earliest"), ("earliest", "first"), "rule_precedence"),
         escalation_levels=_required(data.get("escalation", {}), "levels", dict),
         escalation_on_breach=data.get("escalation", {}).get("on_breach", {}),
+        holiday_overrides={name: spec["holiday_override"] for name, spec in data["calendars"].items()
+                           if "holiday_override" in spec},
     )
     for target, level in policy.escalation_on_breach.items():
         _known(target, (*TARGETS, CALLBACK), "escalation.on_breach")

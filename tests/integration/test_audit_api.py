@@ -61,6 +61,17 @@ async def test_state_as_of_any_instant(api: httpx.AsyncClient, clock: FakeClock)
     assert both.status_code == 422 and both.json()["errors"][0]["field"] == "query.as_of"
 
 
+async def test_a_version_not_yet_recorded_is_refused_naming_the_field(api: httpx.AsyncClient, clock: FakeClock) -> None:
+    ticket = await worked_ticket(api, clock)  # 9 events, the last its resolution
+    last = await api.get(f"/v1/tickets/{ticket['number']}", params={"version": 9})
+    assert (last.status_code, last.json()["status"], last.json()["version"]) == (200, "resolved", 9)
+    beyond = await api.get(f"/v1/tickets/{ticket['number']}", params={"version": 10})
+    assert beyond.status_code == 422 and beyond.headers["content-type"] == "application/problem+json"
+    assert beyond.json()["errors"] == [
+        {"field": "query.version", "message": "version 10 not recorded; the ticket is at version 9"}
+    ]
+
+
 async def test_feed_filters_by_type_ticket_customer_and_time(api: httpx.AsyncClient, service: Intake, clock: FakeClock) -> None:
     first = await worked_ticket(api, clock)
     other = (await api.post("/v1/tickets", json=incident(customer="西安公交集团", contract="K-XA-2026-008"))).json()

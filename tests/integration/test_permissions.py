@@ -40,6 +40,7 @@ INTAKE = {
     ("GET", "/v1/events"): "integration agent auditor admin",
     ("GET", "/v1/verify"): "agent auditor admin",
     ("POST", "/v1/sla/quote"): ALL,
+    ("GET", "/v1/policy"): "auditor admin",
     ("POST", "/v1/tickets/{reference}/acknowledge"): "engineer agent admin",
     ("POST", "/v1/tickets/{reference}/comments"): "integration engineer agent admin",
     ("POST", "/v1/tickets/{reference}/severity"): "engineer agent admin",

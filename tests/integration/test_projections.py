@@ -3,7 +3,8 @@ API), and every projection rebuilt from the event store equal to the same projec
 kept live."""
 from __future__ import annotations
 
-from collections.abc import Iterator
+import importlib
+import pkgutil
 from datetime import datetime, timezone
 from typing import Any
 
@@ -12,18 +13,29 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import select
 
+import shared.projections
+from services.dispatch.wiring import Dispatch
 from services.intake.reports import reports_router
-from shared.bootstrap import Intake, intake
+from shared.bootstrap import Intake
 from shared.clock import FakeClock
+from shared.domain.api_key import Role
 from shared.domain.ticket import Severity, Ticket
 from shared.projections.aggregate_rows import AggregateRows
+from shared.projections.contract_list import ContractListProjection
+from shared.projections.engineer_list import EngineerListProjection
+from shared.projections.key_list import KeyListProjection
 from shared.projections.rebuild import rebuild
 from shared.projections.sla_compliance import SlaComplianceProjection
+from shared.projections.spare_unit_list import SpareUnitListProjection
+from shared.projections.ticket_list import TicketListProjection
+from shared.projections.webhook_subscriptions import WebhookSubscriptionsProjection
 from shared.settings import ROOT, Settings
+from tests.integration.test_dispatch_api import Reactions
 from tests.keys import bearer
 
 CLIENT = {"kind": "client", "id": "hotline"}
 ENGINEER = {"kind": "engineer", "id": "E-017"}
+ADMIN = {"kind": "admin", "id": "ops"}
 SLA_CLOCK = {"kind": "service", "id": "sla_clock"}
 # A P1 fault on K-2026-017 (premium, 7×24, under warranty): response 30 min, on site 2 h, resolution 48 h.
 FAULT = {
@@ -34,10 +46,12 @@ FAULT = {
 
 
 @pytest.fixture
-def service(database_url: str, clock: FakeClock) -> Iterator[Intake]:
-    parts = intake(Settings(database_url=database_url, contracts_file=ROOT / "deploy" / "contracts.toml"), clock=clock)
-    yield parts
-    parts.close()
+def settings(database_url: str) -> Settings:
+    """For conftest's `service` and `dispatching`. Webhooks to loopback only, and no
+    notifier runs: nothing is ever sent."""
+    return Settings(database_url=database_url, contracts_file=ROOT / "deploy" / "contracts.toml",
+                    webhook_allowed_hosts="127.0.0.1")
+
 
 
 def worked_tickets(service: Intake, clock: FakeClock) -> dict[str, Ticket]:
@@ -138,13 +152,79 @@ async def test_the_report_over_the_api(service: Intake, clock: FakeClock) -> Non
         assert (await api.get("/v1/reports/sla", params={"customer": "C-汉中电力", "month": "2026-13"})).status_code == 422
 
 
-def test_a_rebuilt_projection_equals_the_live_one(service: Intake, clock: FakeClock) -> None:
+def worked_fleet(service: Intake, parts: Dispatch) -> None:
+    """After `worked_tickets`, what the other read models follow: engineers assigned to
+    new faults (one of them resolved, freeing its engineer) and one engineer amended; a
+    spare unit reserved, shipped, installed and returned; keys issued and one revoked;
+    webhook subscriptions amended, rotated, paused and deleted."""
+    desk, reactions = service.desk, Reactions(parts)
+    faults = [desk.open(details=FAULT | {"device": {"model": "S5700-28C-EI"}}, token=None, actor=CLIENT,
+                        correlation_id=f"c-fleet-{n}").ticket for n in range(3)]
+    reactions.run()
+    lead = parts.tickets.get(faults[0].id).lead_engineer
+    unit = parts.spares.request(faults[0].number, engineer=lead, model=None, reason="主控板故障", actor=ADMIN,
+                                correlation_id="c-spare").unit
+    parts.spares.ship(unit, reference="同城专送", actor=ADMIN, correlation_id="c-ship")
+    parts.spares.install(unit, return_by=None, actor=ADMIN, correlation_id="c-install")
+    parts.spares.return_to_stock(unit, note="客户设备修复", actor=ADMIN, correlation_id="c-return")
+    for command, arguments in (("acknowledge", {"plan": "远程诊断"}), ("resolve", {"resolution": "重启恢复", "cause": ""})):
+        desk.act(faults[1].id, command, expected_version=None, actor=ADMIN, correlation_id="c-resolve", **arguments)
+    reactions.run()
+    parts.roster.put("E-017", {"name": "林涛", "branch": "汉中", "level": "L3", "skills": ["network"],
+                               "hours": "cn-business", "max_tickets": 4}, actor=ADMIN, correlation_id="c-roster")
+
+    keyring = service.gate.keyring
+    keyring.issue(name="zabbix", role=Role.INTEGRATION, customers=("C-汉中电力",), actor=ADMIN, correlation_id="c-key")
+    leaked, _ = keyring.issue(name="old-crm", role=Role.AUDITOR, actor=ADMIN, correlation_id="c-key")
+    keyring.revoke(leaked.id, reason="leaked", actor=ADMIN, correlation_id="c-revoke")
+
+    webhooks = service.webhooks
+    made = [webhooks.subscribe({"url": f"http://127.0.0.1:9/hooks/{n}", "event_types": ["ticket.*"]}, actor=ADMIN,
+                               correlation_id="c-hook")[0] for n in range(3)]
+    webhooks.change(made[0].id, {"filters": {"regions": ["陕南"]}}, expected_version=None, actor=ADMIN,
+                    correlation_id="c-hook")
+    webhooks.rotate_secret(made[0].id, overlap=None, actor=ADMIN, correlation_id="c-hook")
+    webhooks.pause(made[1].id, actor=ADMIN, correlation_id="c-hook")
+    webhooks.delete(made[2].id, actor=ADMIN, correlation_id="c-hook")
+
+
+def kept_from_the_store(service: Intake) -> dict[str, AggregateRows]:
+    """Every read model made from the event store, as new instances (nothing carried over
+    from keeping it live). The webhook delivery log is not among them: the notifier
+    writes it as it works, it is not derived from events."""
+    store, engine = service.desk.store, service.ticket_list.engine
+    made = [
+        TicketListProjection(store, engine), ContractListProjection(store, engine), compliance(service),
+        KeyListProjection(store, engine), EngineerListProjection(store, engine), SpareUnitListProjection(store, engine),
+        WebhookSubscriptionsProjection(store, engine),
+    ]
+    return {projection.name: projection for projection in made}
+
+
+def every_projection_class() -> set[type[AggregateRows]]:
+    for module in pkgutil.iter_modules(shared.projections.__path__):
+        importlib.import_module(f"{shared.projections.__name__}.{module.name}")
+    return set(AggregateRows.__subclasses__())
+
+
+def test_a_rebuilt_projection_equals_the_live_one(service: Intake, dispatching: Dispatch, clock: FakeClock) -> None:
     worked_tickets(service, clock)
-    # Live: caught up 3 notifications at a time, so most batches start mid-stream; the
-    # rebuild replays the whole log in one batch.
-    live = (service.ticket_list, service.contract_list, compliance(service))
+    worked_fleet(service, dispatching)
+    # Live: the instances the services keep, dispatch's caught up before each decision,
+    # the rest now 3 notifications at a time, so most batches start mid-stream.
+    live = (service.ticket_list, service.contract_list, service.sla_compliance, service.key_list,
+            dispatching.reads.engineers, dispatching.reads.units, service.webhooks.subscriptions)
     before = {projection.name: rows(caught_up(projection, batch=3)) for projection in live}
     assert all(before.values())
-    for projection in live:
+    assert any(row["tickets"] for row in before["engineer_list"])
+    assert any(row["version"] > 1 for row in before["engineer_list"])
+    assert "returned" in {row["state"] for row in before["spare_unit_list"]}
+    assert any(row["revoked_at"] for row in before["key_list"])
+    assert {row["status"] for row in before["webhook_subscriptions"]} == {"active", "paused", "deleted"}
+
+    rebuilt = kept_from_the_store(service)
+    assert {type(projection) for projection in rebuilt.values()} == every_projection_class()
+    assert rebuilt.keys() == before.keys()
+    for name, projection in rebuilt.items():
         assert rebuild(projection) > 0
-        assert rows(projection) == before[projection.name], projection.name
+        assert rows(projection) == before[name], name

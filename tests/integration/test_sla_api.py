@@ -1,15 +1,19 @@
 """SLA as an API user sees it: due instants returned at opening, target states on the
-ticket, no commitment outside a contract, and the quote a hotline agent gives."""
+ticket, no commitment outside a contract, the quote a hotline agent gives, and the
+policy in force as an auditor reads it."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 
 from shared.bootstrap import Intake, intake
 from shared.clock import FakeClock
 from shared.settings import ROOT, Settings
+from tests.keys import bearer
 
 ADMIN = {"actor": {"kind": "agent", "id": "admin"}, "correlation_id": "setup"}
 
@@ -98,3 +102,35 @@ async def test_quote_by_level_and_by_contract(api: httpx.AsyncClient) -> None:
     assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "level"
     naive = await api.post("/v1/sla/quote", json={"severity": "P1", "level": "premium", "start": "2026-11-21T02:00:00"})
     assert naive.status_code == 422 and naive.json()["errors"][0]["field"] == "start"
+
+
+async def test_the_policy_in_force_is_shown_as_data(api: httpx.AsyncClient, clock: FakeClock, tmp_path: Path) -> None:
+    policy = (await api.get("/v1/policy")).json()
+    ticket = (await api.post("/v1/tickets", json=incident())).json()
+    assert policy["version"] == ticket["sla"]["policy_version"]  # the one every deadline names
+    business, always = policy["calendars"]["cn-business"], policy["calendars"]["always"]
+    assert (business["zone"], list(business["week"])) == ("Asia/Shanghai", ["mon", "tue", "wed", "thu", "fri"])
+    assert business["week"]["mon"] == [["09:00", "12:00"], ["13:00", "18:00"]]
+    assert business["holidays"]["override"] == "calendars/cn-holidays-override.toml"
+    assert business["holidays"]["source"] == "holidays package" and 2026 in business["holidays"]["known_years"]
+    assert always["week"] == {day: [["00:00", "24:00"]] for day in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}
+    assert always["holidays"] is None
+    assert policy["levels"] == {"standard": "cn-business", "premium": "always"}
+    assert policy["targets"]["P1"] == {"response": 1800, "on_site": 7200, "resolution": 172800}
+    assert "on_site" not in policy["targets"]["P4"]
+    assert [r["name"] for r in policy["rules"]][:2] == ["vip-priority", "change-request-answer"]
+    assert policy["rules"][1] | {"when": {"category": "change_request"}, "target": "response", "seconds": 57600,
+                                 "calendar": "cn-business", "replaces_table": True} == policy["rules"][1]
+    assert (policy["warning_ratio"], policy["rule_precedence"], policy["severity_change"]) == (0.75, "earliest", "retroactive")
+    assert policy["escalation"]["on_breach"] == {"response": "L2", "on_site": "L3", "resolution": "L4", "callback": "L2"}
+    assert policy["escalation"]["levels"]["L4"] == "expert panel and management"
+
+    # Another file, after a restart: the endpoint shows that one.
+    replaced = intake(Settings(data_dir=tmp_path, policy_file=ROOT / "tests" / "policies" / "seconds.toml"), clock=clock)
+    try:
+        other = TestClient(replaced.app, headers=bearer(replaced.gate.keyring, "auditor")).get("/v1/policy").json()
+    finally:
+        replaced.close()
+    assert other["version"].startswith("test-seconds+") and other["levels"] == {"standard": "always", "premium": "always"}
+    assert other["targets"]["P1"]["response"] == 4
+    assert other["calendars"]["cn-business"]["holidays"]["override"] == "../../deploy/calendars/cn-holidays-override.toml"

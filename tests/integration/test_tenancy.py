@@ -1,34 +1,37 @@
 """Customers isolated from each other: integration key A (customer 汉中电力) cannot see,
 list, change or subscribe to customer B's (宝鸡钛业) tickets, contracts, reports or
-webhooks, by any route, filter or the global feed; and nothing it tries is recorded."""
+webhooks, by any route of either service, filter or the global feed; and nothing it
+tries is recorded. Likewise an engineer's key reaches only the tickets that engineer
+is on. (That A's webhook gets none of B's events is in test_webhook_delivery.py,
+where the notifier runs.)"""
 from __future__ import annotations
 
-from collections.abc import Iterator
+from uuid import UUID
 
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from shared.bootstrap import Intake, intake
-from shared.clock import FakeClock
+from services.dispatch.wiring import Dispatch
+from shared.bootstrap import Intake
 from shared.settings import ROOT, Settings
-from tests.keys import bearer
+from tests.keys import bearer, recorded
 
 A, B = "C-汉中电力", "宝鸡钛业股份有限公司"  # the customers of K-2026-017 and K-BJ-2025-004
 CONTRACT_OF_B = "K-BJ-2025-004"
+REDELIVER = {"since": "2026-11-01T00:00:00Z"}
 
 
 @pytest.fixture
-def service(database_url: str, clock: FakeClock) -> Iterator[Intake]:
-    settings = Settings(database_url=database_url, contracts_file=ROOT / "deploy" / "contracts.toml",
-                        webhook_allowed_hosts=("127.0.0.1",), secret_key="y" * 43 + "=")
-    parts = intake(settings, clock=clock)
-    yield parts
-    parts.close()
+def settings(database_url: str) -> Settings:
+    return Settings(database_url=database_url, contracts_file=ROOT / "deploy" / "contracts.toml",
+                    webhook_allowed_hosts=("127.0.0.1",), secret_key="y" * 43 + "=")
 
 
-def client(service: Intake, customer: str) -> TestClient:
-    return TestClient(service.app, headers=bearer(service.gate.keyring, "integration", f"portal-{customer}",
-                                                  customers=(customer,)))
+def client(service: Intake, customer: str, app: FastAPI | None = None) -> TestClient:
+    """A client of `app` (default: the intake API) holding an integration key for `customer`."""
+    return TestClient(app or service.app, headers=bearer(service.gate.keyring, "integration", f"portal-{customer}",
+                                                         customers=(customer,)))
 
 
 def incident(customer: str, **changes: object) -> dict:
@@ -57,6 +60,45 @@ def test_key_a_cannot_reach_b_s_tickets_by_any_route(service: Intake) -> None:
     assert streams == {mine["id"]}  # not B's ticket, nor contracts, nor keys
     assert a.get("/v1/events", params={"customer": B}).json()["events"] == []
     assert a.get("/v1/events", params={"ticket": theirs["number"]}).status_code == 404
+
+
+def test_key_a_cannot_reach_b_s_tickets_on_the_dispatch_service(service: Intake, dispatching: Dispatch) -> None:
+    a, b = client(service, A, dispatching.app), client(service, B)
+    mine = client(service, A).post("/v1/tickets", json=incident(A)).json()
+    theirs = b.post("/v1/tickets", json=incident(B)).json()
+    assert a.get(f"/v1/tickets/{mine['id']}/dispatch").status_code == 200  # A's key is good on dispatch
+    before = recorded(service.desk.store)
+
+    for reference in (theirs["id"], theirs["number"]):
+        for answer in (a.get(f"/v1/tickets/{reference}/dispatch"),
+                       a.post(f"/v1/tickets/{reference}/complaint", json={"reason": "工程师态度差"})):
+            assert (answer.status_code, answer.json()["type"]) == (404, "/problems/ticket-not-found")
+    assert recorded(service.desk.store) == before
+
+
+def test_an_engineer_key_reaches_only_the_tickets_its_engineer_is_on(service: Intake, dispatching: Dispatch) -> None:
+    keyring = service.gate.keyring
+    admin = TestClient(service.app, headers=bearer(keyring, "admin"))
+    ticket = admin.post("/v1/tickets", json=incident(A, site={"city": "汉中"}, device={"model": "S5700-28C-EI"})).json()
+    dispatching.dispatcher.react(UUID(ticket["id"]), 1, "ticket.opened", "tests")  # as the dispatch worker would
+    lead = dispatching.tickets.get(ticket["id"]).lead_engineer
+    assert lead not in (None, "E-001")  # a 汉中 engineer; E-001 is at the head office (西安)
+    on_it = TestClient(service.app, headers=bearer(keyring, "engineer", engineer=lead))
+    stranger = TestClient(service.app, headers=bearer(keyring, "engineer", engineer="E-001"))
+    before = recorded(service.desk.store)
+
+    service.ticket_list.catch_up()
+    assert [t["id"] for t in on_it.get("/v1/tickets").json()["tickets"]] == [ticket["id"]]
+    listed = stranger.get("/v1/tickets").json()
+    assert (listed["tickets"], listed["total"]) == ([], 0)
+    assert stranger.get("/v1/tickets", params={"engineer": lead}).json()["total"] == 0
+    refused = [stranger.get(f"/v1/tickets/{ticket['number']}")]
+    refused += [stranger.post(f"/v1/tickets/{ticket['id']}/{path}", json=body)
+                for path, body in [("acknowledge", {"plan": "马上到"}), ("resolve", {"resolution": "已修复"}), ("close", {})]]
+    for answer in refused:
+        assert (answer.status_code, answer.json()["type"]) == (404, "/problems/ticket-not-found")
+    assert recorded(service.desk.store) == before
+    assert on_it.post(f"/v1/tickets/{ticket['id']}/acknowledge", json={"plan": "马上到"}).status_code == 200
 
 
 def test_key_a_cannot_open_for_b_nor_borrow_b_s_contract_or_idempotency_key(service: Intake) -> None:
@@ -96,6 +138,7 @@ def test_key_a_cannot_subscribe_to_or_touch_b_s_webhooks(service: Intake) -> Non
     assert widened.status_code == 403
     unlimited = admin.post("/v1/webhooks", json=hook).json()  # every customer: not A's to see
     theirs = admin.post("/v1/webhooks", json=hook | {"filters": {"customers": [B]}}).json()
+    before = recorded(service.desk.store)
 
     assert [w["id"] for w in a.get("/v1/webhooks").json()["webhooks"]] == [mine["id"]]
     for other in (theirs, unlimited):
@@ -103,5 +146,10 @@ def test_key_a_cannot_subscribe_to_or_touch_b_s_webhooks(service: Intake) -> Non
         assert a.get(f"/v1/webhooks/{other['id']}/deliveries").status_code == 404
         assert a.patch(f"/v1/webhooks/{other['id']}", json={"description": "mine now"}).status_code == 404
         assert a.post(f"/v1/webhooks/{other['id']}/rotate-secret").status_code == 404
+        for step in ("pause", "resume"):
+            assert a.post(f"/v1/webhooks/{other['id']}/{step}").status_code == 404
+        assert a.post(f"/v1/webhooks/{other['id']}/redeliver", json=REDELIVER).status_code == 404
         assert a.delete(f"/v1/webhooks/{other['id']}").status_code == 404
         assert admin.get(f"/v1/webhooks/{other['id']}").json()["version"] == 1  # untouched
+    assert recorded(service.desk.store) == before
+    assert a.post(f"/v1/webhooks/{mine['id']}/redeliver", json=REDELIVER).status_code == 202  # on A's own: taken
