@@ -25,6 +25,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from uuid import UUID, uuid4
 
@@ -79,6 +80,9 @@ class SlaClockWorker:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume both streams until `stop` is set."""
+        # A settle mostly waits on the database (its commit), so every working slot gets
+        # a thread of its own: asyncio's default pool has a handful on a small machine.
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(MAX_WORKING, thread_name_prefix="settle"))
         events = await self._subscribe(self.events_stream, EVENTS_CONSUMER, TICKET_EVENTS)
         due = await self._subscribe(self.timers.stream, DUE_CONSUMER, DUE_SUBJECTS)
         log.info("keeping SLA time for stream %s with timers in %s", self.events_stream, self.timers.stream)
