@@ -42,6 +42,9 @@ class AggregateRows:
         )
         self._recent: OrderedDict[UUID, Aggregate] = OrderedDict()
         self._topics = sorted(get_topic(kind) for kind in _kinds(self.events))
+        # Saved position → a later one with none of our events in between (only ever
+        # one entry: it holds for as long as the saved position is that one).
+        self._passed: dict[int, int] = {}
 
     def row(self, aggregate: Any) -> dict[str, Any]:
         raise NotImplementedError
@@ -50,24 +53,26 @@ class AggregateRows:
         """Apply the next batch of the aggregate's events; returns how many it applied
         (0: caught up with everything recorded when it looked)."""
         with self.engine.begin() as conn:
-            position = read_position(conn, self.name)
+            saved = read_position(conn, self.name)
+            position = self._passed.get(saved, saved)
             # The store commits positions in order, so once fewer than `batch` of our
             # events lie between here and the last position, everything up to it is
-            # seen: the position moves on past other aggregates' events, and the next
-            # look does not scan them again.
+            # seen and the next look starts there. With none of ours among them, that
+            # is only remembered, not written: a dispatch process looks before every
+            # decision, and a commit each time would cost more than the look.
             latest = self.store.recorder.max_notification_id() or 0
             notifications = self.store.recorder.select_notifications(
                 position, batch, stop=latest, topics=self._topics, inclusive_of_start=False
             )
             reached = latest if len(notifications) < batch else notifications[-1].id
-            if reached <= position:
+            if not notifications:
+                self._passed = {saved: reached}
                 return 0
             evolved: dict[UUID, Aggregate] = {}
             for notification in notifications:
                 event = self.store.decode(notification)
                 evolved[event.originator_id] = self._evolve(evolved.get(event.originator_id), event)
-            if evolved:
-                conn.execute(self._upsert, [self.row(aggregate) for aggregate in evolved.values()])
+            conn.execute(self._upsert, [self.row(aggregate) for aggregate in evolved.values()])
             save_position(conn, self.name, reached)
         # Kept only once committed: a failed batch leaves nothing ahead of the saved position.
         for aggregate_id, aggregate in evolved.items():

@@ -23,7 +23,10 @@ from shared.keys import Keyring
 from shared.rate_limit import RateLimits
 from shared.domain.contract import Contract, Tier
 from shared.domain.errors import ContractNotFound, InvalidContractTerms
+from shared.domain.api_key import Role
+from shared.keys import Keyring
 from shared.projections.contract_list import ContractListProjection
+from shared.projections.rebuild import rebuild
 from shared.read_db import read_engine
 from shared.settings import ROOT
 from shared.store import EventStore
@@ -264,3 +267,21 @@ async def test_terms_breaking_a_rule_are_a_422_and_record_nothing(api: httpx.Asy
     no_key = await api.put("/v1/contracts/K-1", json=TERMS, headers={"Authorization": "Bearer nobody"})
     assert_problem(no_key, 401, "unauthenticated")
     assert event_count(store) == 0
+
+
+def test_the_contract_list_passes_over_other_streams_and_still_sees_its_own(
+    book: ContractBook, contract_list: ContractListProjection
+) -> None:
+    """Other aggregates' events (keys here) are skipped in the store, not decoded; an
+    amendment recorded after them is still applied, and a rebuild sees it all again."""
+    put(book, code="K-1")
+    assert contract_list.catch_up() == 1
+    keys = Keyring(book.store, book.clock)
+    for n in range(5):
+        keys.issue(name=f"k{n}", role=Role.AUDITOR, actor={"kind": "admin", "id": "ops"}, correlation_id="c")
+    assert contract_list.catch_up() == 0
+    put(book, code="K-1", tier="vip")
+    assert contract_list.catch_up() == 1
+    assert contract_list.by_customer("C-汉中电力", limit=5, offset=0)[0][0]["tier"] == "vip"
+    assert rebuild(contract_list) == 2
+    assert contract_list.by_customer("C-汉中电力", limit=5, offset=0)[0][0]["version"] == 2
