@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,6 +19,7 @@ from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import RecordConflictError
 
 from shared.clock import Clock
+from shared.combining import Combiner
 from shared.domain.errors import IdempotencyKeyReused, TicketNotFound, VersionConflict
 from shared.domain.numbering import TicketNumberIssued, format_number, numbers_stream_id, parse_number
 from shared.domain.ticket import Actor, Ticket
@@ -75,10 +75,8 @@ class TicketDesk:
         self.clock = clock
         self.zone = ZoneInfo(zone)
         self.commitments = commitments
-        self._numbering = threading.Lock()
         self._last_number: dict[int, int] = {}
-        self._waiting_guard = threading.Lock()
-        self._waiting: list[_Request] = []
+        self._opens: Combiner[_Request] = Combiner(self._open_together)
 
     # -- reading ---------------------------------------------------------------
 
@@ -125,22 +123,15 @@ class TicketDesk:
         """Open a ticket, or return the one a first attempt with the same token opened.
 
         Numbers are dense, so opening is serial per process; to keep a storm of reports
-        from queueing behind one commit each, concurrent opens are saved together (group
-        commit): whichever caller holds the numbering lock saves every request waiting
-        by then in one transaction, and the others find their outcome made.
+        from queueing behind one commit each, concurrent opens are numbered and saved
+        together, in one transaction (see shared/combining.py).
         """
         digest = request_digest(details)
         ticket_id = token.ticket_id if token else uuid4()
         if token and ticket_id in self.store.repository:
             return self._replay(ticket_id, digest, token)
         request = _Request(ticket_id, details, digest, token, actor, correlation_id)
-        with self._waiting_guard:
-            self._waiting.append(request)
-        with self._numbering:
-            if request.outcome is None:
-                with self._waiting_guard:
-                    batch, self._waiting = self._waiting, []
-                self._open_together(batch)
+        self._opens.submit(request)
         if isinstance(request.outcome, BaseException):
             raise request.outcome
         assert request.outcome is not None

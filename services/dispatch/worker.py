@@ -1,8 +1,10 @@
 """The dispatch worker: a durable JetStream consumer of ticket events.
 
 Every dispatch instance pulls from the same durable consumer, so each message goes
-to one of them; within an instance messages are handled one at a time, in stream
-order. A message is acknowledged only after its reaction is recorded in the store
+to one of them; within an instance a ticket's messages are handled one at a time, in
+stream order, and up to CONCURRENT tickets at once (a decision mostly waits on the
+database; two decisions wanting one engineer are kept apart by the engineer's stream,
+as between instances). A message is acknowledged only after its reaction is recorded in the store
 (or found already recorded); a failure leaves it unacknowledged, to be delivered
 again after a short delay. Reactions are idempotent (see shared/dispatch_desk.py),
 so a redelivery, a duplicate or a second instance's attempt records nothing twice.
@@ -33,6 +35,7 @@ FETCH_BATCH = 64
 FETCH_WAIT_SECONDS = 0.5
 ACK_WAIT_SECONDS = 30.0
 REDELIVERY_DELAY_SECONDS = 1.0
+CONCURRENT = 4
 RECONNECT_WAIT_SECONDS = 0.5
 
 # NATS unreachable for a moment: wait and pull again (the client reconnects by itself).
@@ -55,6 +58,7 @@ class DispatchWorker:
         self.stream = stream
         self.durable = durable
         self.overdue_every = overdue_every
+        self._working = asyncio.Semaphore(CONCURRENT)
 
     async def run(self, stop: asyncio.Event) -> None:
         subscription = await self.js.pull_subscribe(
@@ -75,12 +79,16 @@ class DispatchWorker:
                 log.warning("dispatch could not pull (%r); pulling again", error)
                 await asyncio.sleep(RECONNECT_WAIT_SECONDS)
                 continue
-            for message in messages:
-                await self.handle(message)
+            await asyncio.gather(*(self._handle_in_order(queue) for queue in _by_ticket(messages)))
             if time.monotonic() >= overdue_due:
                 if raised := await asyncio.to_thread(self.spares.flag_overdue):
                     log.info("raised %d overdue spare-unit loans", raised)
                 overdue_due = time.monotonic() + self.overdue_every
+
+    async def _handle_in_order(self, messages: list[Msg]) -> None:
+        async with self._working:
+            for message in messages:
+                await self.handle(message)
 
     async def handle(self, message: Msg) -> None:
         event = json.loads(message.data)
@@ -97,3 +105,15 @@ class DispatchWorker:
         await message.ack()
         if done != "nothing to do":
             log.info("%s v%d of %s: %s", kind, version, ticket_id, done)
+
+
+def _by_ticket(messages: list[Msg]) -> list[list[Msg]]:
+    """The messages of one fetch, one queue per ticket, each in stream order."""
+    queues: dict[str, list[Msg]] = {}
+    for message in messages:
+        try:
+            ticket = json.loads(message.data)["subject"]
+        except (ValueError, KeyError, TypeError):
+            ticket = message.reply  # handled alone, where its fault is reported
+        queues.setdefault(ticket, []).append(message)
+    return list(queues.values())

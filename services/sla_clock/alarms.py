@@ -15,6 +15,7 @@ from uuid import UUID
 from eventsourcing.persistence import RecordConflictError
 
 from shared.clock import Clock
+from shared.combining import GroupCommit
 from shared.desk import TicketDesk
 from shared.domain.ticket import ESCALATION_LEVELS, Actor, Ticket
 from shared.event_format import event_type
@@ -41,6 +42,8 @@ class SlaAlarms:
         self.store = store
         self.policy = policy
         self.clock = clock
+        # Many tickets fall due together in a storm: their alerts share one commit.
+        self._saves = GroupCommit(store)
         self._desk = TicketDesk(store, clock)  # for reading tickets only
 
     def fire(self, ticket_id: UUID, correlation_id: str) -> list[str]:
@@ -62,7 +65,7 @@ class SlaAlarms:
             recorded = [event_type(event) for event in ticket.pending_events]
             if recorded:
                 try:
-                    self.store.save(ticket)
+                    self._saves.save(ticket)
                 except RecordConflictError:
                     continue  # another writer (maybe another instance) saved first: look again
             return Settled(recorded, ticket.version, self._next_owed(ticket))

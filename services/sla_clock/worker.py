@@ -12,7 +12,8 @@ Two durable pull consumers, shared by every instance (each message goes to one):
 
 `events.sla.*` is not consumed: the SLA commitment is saved together with the ticket
 event that caused it (opened, severity changed), and warnings and breaches are
-recorded here, by an instance that re-arms right after.
+recorded here, by an instance that re-arms right after. For the same reason ticket
+events recorded here (escalations) are acked unread.
 
 A message is acked only once its effect is recorded and the timer publish is
 acknowledged; a store or NATS failure naks it with a delay. Several instances may
@@ -33,7 +34,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from services.sla_clock.alarms import AlarmConflict, SlaAlarms
+from services.sla_clock.alarms import ACTOR, AlarmConflict, SlaAlarms
 from services.sla_clock.timers import DUE_SUBJECTS, LEAD_SECONDS, Due, Timers
 from shared.bus import TRANSIENT_ERRORS
 from shared.clock import Clock
@@ -101,6 +102,11 @@ class SlaClockWorker:
         envelope = json.loads(msg.data)
         if not isinstance(envelope, dict) or "subject" not in envelope:
             raise ValueError(f"{msg.subject}: not a ticket event")
+        if (envelope.get("actorkind"), envelope.get("actorid")) == (ACTOR["kind"], ACTOR["id"]):
+            # Ours (an escalation a breach called for): the settle that recorded it armed
+            # the ticket from that very version, or else its timer is still unacked and
+            # comes back to do it.
+            return
         async with self._working:
             await self._settle(UUID(envelope["subject"]), envelope.get("correlationid"))
 
