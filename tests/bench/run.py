@@ -179,11 +179,13 @@ async def main() -> None:
                 driven = await asyncio.to_thread(load.wrk_peak, product.api, product.admin, 64, SECONDS, work)
             print(f"intake: 64 httpx clients for {SECONDS:.0f} s ...", flush=True)
             peak = await load.peak(product.api, product.admin, clients=64, seconds=SECONDS)
-            print(f"intake: fixed rate {peak.rate / 2:.0f}/s for {SECONDS / 2:.0f} s ...", flush=True)
-            half = await load.fixed_rate(product.api, product.admin, rate=peak.rate / 2, seconds=SECONDS / 2)
+            # Half the service's peak: wrk's figure when it ran (its client costs least).
+            half_rate = (driven.rate if driven is not None else peak.rate) / 2
+            print(f"intake: fixed rate {half_rate:.0f}/s for {SECONDS / 2:.0f} s ...", flush=True)
+            half = await load.fixed_rate(product.api, product.admin, rate=half_rate, seconds=SECONDS / 2)
             await asyncio.sleep(2)  # let the relay drain before sampling its lag
             lags = await relay_lag(product.nats_url, sample=5_000)
-            e2e_rows = await end_to_end.end_to_end(product, product_db, rate=peak.rate / 2, seconds=SECONDS)
+            e2e_rows = await end_to_end.end_to_end(product, product_db, rate=half_rate, seconds=SECONDS)
             memory = peak_memory(product.process.pid)
         finally:
             product.stop()

@@ -12,7 +12,7 @@ Phases, each with its own deadline:
             (no HTTP; no relay or sla_clock running yet) on tests/bench/policy_minutes.toml
             (7×24, response 2–4 h by severity, warnings at 99 %). Each ticket's received
             instant is backdated by its severity's response target so that the breaches
-            fall due evenly over BENCH_SLA_SPREAD seconds (default 240), starting once
+            fall due evenly over BENCH_SLA_SPREAD seconds (default 600), starting once
             loading, arming and the restart should be over; each warning falls due
             72–144 s before its breach. Severities cycle P1…P4.
 2. arm      the relay and one sla_clock start on that backlog; timed until SLA_TIMERS
@@ -27,7 +27,7 @@ Phases, each with its own deadline:
             missing BENCH_SLA_GRACE seconds (default 120) after the last due instant
             count as later than that.
 
-Bounded: the section plans to take at most BENCH_SLA_BUDGET seconds (default 900). The
+Bounded: the section plans to take at most BENCH_SLA_BUDGET seconds (default 1400). The
 schedule is fixed before loading, from planned rates (BENCH_SLA_OPEN_RATE, _ARM_RATE)
 or BENCH_SLA_GAP; when the tickets asked for cannot be loaded and armed in the budget,
 loading stops at its deadline and the rows say how many were opened. Their breaches
@@ -84,15 +84,15 @@ CONTRACTS = ROOT / "tests" / "policies" / "contracts.toml"
 CONTRACT = "K-TEST-7X24"  # premium, valid until 2099: 7×24 on POLICY
 
 SLA_TICKETS = int(os.environ.get("BENCH_SLA_TICKETS", "100000"))
-SPREAD = float(os.environ.get("BENCH_SLA_SPREAD", "240"))  # breaches fall due over this many seconds
+SPREAD = float(os.environ.get("BENCH_SLA_SPREAD", "600"))  # breaches fall due over this many seconds
 LOADERS = int(os.environ.get("BENCH_SLA_LOADERS", "2"))  # loader processes
 LOADER_THREADS = int(os.environ.get("BENCH_SLA_LOADER_THREADS", "4"))  # threads per loader process
 GRACE = float(os.environ.get("BENCH_SLA_GRACE", "120"))  # waited past the last due instant for stragglers
-BUDGET = float(os.environ.get("BENCH_SLA_BUDGET", "900"))  # seconds the section plans to take, at most
+BUDGET = float(os.environ.get("BENCH_SLA_BUDGET", "1400"))  # seconds the section plans to take, at most
 # Rough rates on this 2-core machine (shared with other work), only to plan the
 # schedule; a run reports what it measured. BENCH_SLA_GAP overrides the plan.
-PLANNED_OPEN_RATE = float(os.environ.get("BENCH_SLA_OPEN_RATE", "200"))  # tickets/s, all loaders
-PLANNED_ARM_RATE = float(os.environ.get("BENCH_SLA_ARM_RATE", "250"))  # tickets/s, one sla_clock
+PLANNED_OPEN_RATE = float(os.environ.get("BENCH_SLA_OPEN_RATE", "500"))  # tickets/s, all loaders
+PLANNED_ARM_RATE = float(os.environ.get("BENCH_SLA_ARM_RATE", "800"))  # tickets/s, one sla_clock
 STARTUP = 15.0  # seconds for a fresh Python process to import the project on a loaded machine
 RESTART_BOUND = 60.0  # seconds; a message held by the killed instance comes back after 10 s
 POLL_SECONDS = 1.0
