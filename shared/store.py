@@ -15,6 +15,7 @@ import sqlalchemy.exc
 from eventsourcing.application import Application
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import IntegrityError as EventsourcingIntegrityError
+from eventsourcing.persistence import InternalError as EventsourcingInternalError
 from eventsourcing.persistence import OperationalError as EventsourcingOperationalError
 
 from shared.settings import persistence_env
@@ -29,7 +30,9 @@ class EventStore(Application[UUID]):
 
 
 T = TypeVar("T")
-_MAYBE_COLLISIONS = (EventsourcingOperationalError, sqlalchemy.exc.OperationalError)
+_MAYBE_COLLISIONS = (EventsourcingOperationalError, EventsourcingInternalError, sqlalchemy.exc.OperationalError)
+# What the loser of a start-up race is told, besides a unique violation.
+_RACE_LOST = ("already exists", "tuple concurrently updated")
 _COLLISIONS = (EventsourcingIntegrityError, psycopg.errors.UniqueViolation, sqlalchemy.exc.IntegrityError, *_MAYBE_COLLISIONS)
 _START_ATTEMPTS = 5
 _START_RETRY_SECONDS = 0.2
@@ -38,13 +41,13 @@ _START_RETRY_SECONDS = 0.2
 def surviving_start_race(make: Callable[[], T]) -> T:
     """`make()`, tried again when it loses a start-up race: on a fresh database every
     process creates the same schema and tables, and two at once collide (PostgreSQL: a
-    unique violation in the catalogue; SQLite: "table ... already exists"); the loser
-    finds them made on the next try."""
+    unique violation in the catalogue, or "tuple concurrently updated"; SQLite: "table
+    ... already exists"); the loser finds them made on the next try."""
     for attempt in range(1, _START_ATTEMPTS):
         try:
             return make()
         except _COLLISIONS as error:
-            if isinstance(error, _MAYBE_COLLISIONS) and "already exists" not in str(error):
+            if isinstance(error, _MAYBE_COLLISIONS) and not any(sign in str(error) for sign in _RACE_LOST):
                 raise
             time.sleep(_START_RETRY_SECONDS * attempt)
     return make()  # the last try: its error, if any, is the answer
