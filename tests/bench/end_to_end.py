@@ -39,6 +39,7 @@ from eventsourcing.utils import get_topic
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
+from nats.js.errors import NotFoundError
 
 from services.sla_clock.timers import TIMER_PREFIX
 from services.sla_clock.worker import EVENTS_CONSUMER as SLA_CONSUMER
@@ -147,10 +148,15 @@ def spread(sent: dict[str, float], reached: dict[str, float]) -> str:
 async def quiet(js: JetStreamContext) -> None:
     """Wait until the product has nothing left to do: dispatch and sla_clock consuming
     (they start after intake), no event relayed for a poll, and every durable consumer
-    of EVENTS done with all."""
+    of EVENTS done with all (and the stream there: a product just started may not have
+    made it yet)."""
     began, last_seq = time.monotonic(), -1
     while time.monotonic() < began + QUIET_SECONDS:
-        seq = (await js.stream_info(EVENTS)).state.last_seq
+        try:
+            seq = (await js.stream_info(EVENTS)).state.last_seq
+        except NotFoundError:
+            await asyncio.sleep(POLL_SECONDS)
+            continue
         consumers = [c for c in await js.consumers_info(EVENTS) if c.config.durable_name]
         pending = sum(c.num_pending + c.num_ack_pending for c in consumers)
         if seq == last_seq and not pending and PATH_CONSUMERS <= {c.name for c in consumers}:
