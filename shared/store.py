@@ -17,6 +17,7 @@ from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import IntegrityError as EventsourcingIntegrityError
 from eventsourcing.persistence import InternalError as EventsourcingInternalError
 from eventsourcing.persistence import OperationalError as EventsourcingOperationalError
+from eventsourcing.persistence import ProgrammingError as EventsourcingProgrammingError
 
 from shared.settings import persistence_env
 
@@ -30,7 +31,9 @@ class EventStore(Application[UUID]):
 
 
 T = TypeVar("T")
-_MAYBE_COLLISIONS = (EventsourcingOperationalError, EventsourcingInternalError, sqlalchemy.exc.OperationalError)
+_MAYBE_COLLISIONS = (
+    EventsourcingOperationalError, EventsourcingInternalError, EventsourcingProgrammingError, sqlalchemy.exc.OperationalError,
+)
 # What the loser of a start-up race is told, besides a unique violation.
 _RACE_LOST = ("already exists", "tuple concurrently updated")
 _COLLISIONS = (EventsourcingIntegrityError, psycopg.errors.UniqueViolation, sqlalchemy.exc.IntegrityError, *_MAYBE_COLLISIONS)
@@ -41,8 +44,9 @@ _START_RETRY_SECONDS = 0.2
 def surviving_start_race(make: Callable[[], T]) -> T:
     """`make()`, tried again when it loses a start-up race: on a fresh database every
     process creates the same schema and tables, and two at once collide (PostgreSQL: a
-    unique violation in the catalogue, or "tuple concurrently updated"; SQLite: "table
-    ... already exists"); the loser finds them made on the next try."""
+    unique violation in the catalogue, "relation ... already exists" or "tuple
+    concurrently updated"; SQLite: "table ... already exists"); the loser finds them
+    made on the next try."""
     for attempt in range(1, _START_ATTEMPTS):
         try:
             return make()
