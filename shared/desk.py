@@ -155,9 +155,9 @@ class TicketDesk:
             at = self.clock.now()
             year = at.astimezone(self.zone).year
             sequence = self._next_number(year) - 1
-            now, later, saving = [], [], []
+            now, later, saving, taken = [], [], [], set()
             for request in waiting:
-                if any(r.ticket_id == request.ticket_id for r in now):
+                if request.ticket_id in taken:
                     later.append(request)  # the same token twice: a replay of the first, once saved
                     continue
                 try:
@@ -167,6 +167,7 @@ class TicketDesk:
                     continue
                 sequence += 1
                 now.append(request)
+                taken.add(request.ticket_id)
                 saving += [ticket, TicketNumberIssued(
                     originator_id=numbers_stream_id(year), originator_version=sequence,
                     timestamp=at, ticket_id=ticket.id, number=ticket.number,

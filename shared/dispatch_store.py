@@ -48,14 +48,15 @@ class ReadModels:
 
     def refresh(self) -> None:
         with self._lock:
-            # One cheap read when nothing was recorded since the last catch-up.
+            # One cheap read when nothing was recorded since the last catch-up; else the
+            # bound both projections catch up to.
             latest = self.store.recorder.max_notification_id() or 0
             if latest == self._caught_up_to:
                 return
             for projection in (self.engineers, self.units):
                 for attempt in range(1, CATCH_UP_ATTEMPTS + 1):
                     try:
-                        while projection.catch_up():
+                        while projection.catch_up(latest=latest):
                             pass
                         break
                     except (IntegrityError, OperationalError) as error:

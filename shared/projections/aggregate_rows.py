@@ -49,9 +49,10 @@ class AggregateRows:
     def row(self, aggregate: Any) -> dict[str, Any]:
         raise NotImplementedError
 
-    def catch_up(self, batch: int = 500) -> int:
+    def catch_up(self, batch: int = 500, *, latest: int | None = None) -> int:
         """Apply the next batch of the aggregate's events; returns how many it applied
-        (0: caught up with everything recorded when it looked)."""
+        (0: caught up with everything recorded when it looked). `latest`: the log's last
+        position, when the caller has just read it."""
         with self.engine.begin() as conn:
             saved = read_position(conn, self.name)
             position = self._passed.get(saved, saved)
@@ -60,7 +61,8 @@ class AggregateRows:
             # seen and the next look starts there. With none of ours among them, that
             # is only remembered, not written: a dispatch process looks before every
             # decision, and a commit each time would cost more than the look.
-            latest = self.store.recorder.max_notification_id() or 0
+            if latest is None:
+                latest = self.store.recorder.max_notification_id() or 0
             notifications = self.store.recorder.select_notifications(
                 position, batch, stop=latest, topics=self._topics, inclusive_of_start=False
             )
