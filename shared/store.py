@@ -32,7 +32,8 @@ class EventStore(Application[UUID]):
 
 T = TypeVar("T")
 _MAYBE_COLLISIONS = (
-    EventsourcingOperationalError, EventsourcingInternalError, EventsourcingProgrammingError, sqlalchemy.exc.OperationalError,
+    EventsourcingOperationalError, EventsourcingInternalError, EventsourcingProgrammingError,
+    sqlalchemy.exc.OperationalError, sqlalchemy.exc.ProgrammingError,
 )
 # What the loser of a start-up race is told, besides a unique violation.
 _RACE_LOST = ("already exists", "tuple concurrently updated")
