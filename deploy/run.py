@@ -27,6 +27,13 @@ SERVICES = ["services.intake", "services.relay", "services.projector", "services
 STOP_GRACE_SECONDS = 10
 
 
+def services(settings: Settings) -> list[str]:
+    """What `make run` starts, in order: SERVICES, with as many sla_clock processes as
+    TICKETING_SLA_CLOCK_PROCESSES asks for."""
+    at = SERVICES.index("services.sla_clock")
+    return SERVICES[:at] + ["services.sla_clock"] * settings.sla_clock_processes + SERVICES[at + 1:]
+
+
 def port_taken(port: int) -> bool:
     with socket.socket() as sock:
         return sock.connect_ex(("127.0.0.1", port)) == 0
@@ -110,7 +117,7 @@ def main() -> int:
         base = f"http://{settings.http_host}:{settings.http_port}"
         # Intake first: it creates the store's and the read models' tables, so the
         # others find them made instead of racing to create them.
-        for started, module in enumerate(SERVICES):
+        for started, module in enumerate(services(settings)):
             processes.append(subprocess.Popen([sys.executable, "-m", module], env=env, cwd=Path(__file__).parent.parent))
             if started == 0:
                 wait_ready(f"{base}/readyz", processes)

@@ -4,11 +4,14 @@ closed."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
+import uvloop
 from nats.aio.client import Client
 
 from shared.bus import connect, unless_stopped
@@ -44,5 +47,19 @@ def run_worker(name: str, settings: Settings, work: Work, *, needs_nats_for: str
             loop.add_signal_handler(signum, stop.set)
         await with_nats(settings, stop, lambda nc: work(nc, stop))
 
-    asyncio.run(serve())
+    run_loop(serve())
     logging.getLogger(f"services.{name}").info("%s stopped", name)
+
+
+def run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """`asyncio.run(main)`, tuned for a long-lived service.
+
+    A worker spends much of its CPU in the event loop (a message fetched, held, acked,
+    a thread hop per store call): uvloop's loop costs less per step. And what is loaded
+    at start (modules, the policy, the calendars) lives as long as the process, so it
+    is moved out of the collector's sight: the collections that a storm of decoded
+    events sets off then scan only what the storm allocated."""
+    gc.collect()
+    gc.freeze()
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main)

@@ -20,7 +20,7 @@ from nats.aio.client import Client
 from services.dispatch.wiring import Dispatch, dispatch
 from services.dispatch.worker import DispatchWorker
 from shared.bus import ensure_event_stream
-from shared.process import with_nats
+from shared.process import run_loop, with_nats
 from shared.settings import Settings
 
 log = logging.getLogger("services.dispatch")
@@ -63,7 +63,7 @@ def main() -> None:
     parts = dispatch(settings)
     log.info("dispatch API on %s:%d", settings.http_host, settings.dispatch_port)
     try:
-        asyncio.run(serve(parts, settings))
+        run_loop(serve(parts, settings))
     finally:
         parts.close()
         log.info("dispatch stopped")

@@ -30,6 +30,7 @@ import pytest
 from services.sla_clock.worker import DUE_CONSUMER, EVENTS_CONSUMER
 from shared.keys import new_secret
 from shared.nats_server import free_port, start_nats_server
+from shared.settings import Settings
 from tests.e2e.test_product import wait_for
 from tests.product import ROOT, Product, start_product
 
@@ -58,6 +59,14 @@ def _launcher() -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def test_make_run_starts_as_many_sla_clocks_as_asked() -> None:
+    run = _launcher()
+    assert run.services(Settings()) == run.SERVICES
+    started = run.services(Settings(sla_clock_processes=2))
+    assert started.count("services.sla_clock") == 2
+    assert started[0] == "services.intake" and sorted(set(started)) == sorted(run.SERVICES)
 
 
 @pytest.fixture(params=["embedded-sqlite", "postgres"])
