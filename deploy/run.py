@@ -19,6 +19,7 @@ from pathlib import Path
 from shared.clock import SystemClock
 from shared.keys import Keyring, first_admin_key
 from shared.nats_server import free_port, start_nats_server
+from shared.process import ready_folder
 from shared.redaction import redacted
 from shared.settings import Settings
 from shared.store import open_store
@@ -56,6 +57,17 @@ def wait_ready(url: str, processes: list[subprocess.Popen[bytes]], timeout: floa
         except OSError:
             time.sleep(0.1)
     raise TimeoutError(f"{url} not ready after {timeout}s")
+
+
+def wait_announced(folder: Path, processes: list[subprocess.Popen[bytes]], timeout: float = 60) -> None:
+    """Until every one of `processes` has left its ready file in `folder` (shared/process.py)."""
+    deadline = time.monotonic() + timeout
+    while not all((folder / str(process.pid)).exists() for process in processes):
+        if dead := exited(processes):
+            raise RuntimeError(f"exited during start-up: {dead}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"services not ready after {timeout}s")
+        time.sleep(0.1)
 
 
 def stop(processes: list[subprocess.Popen[bytes]]) -> None:
@@ -115,6 +127,11 @@ def main() -> int:
         print(f"NATS       {redacted(env['TICKETING_NATS_URL'])}", flush=True)
         print(f"database   {redacted(env['TICKETING_DATABASE_URL'])}", flush=True)
         base = f"http://{settings.http_host}:{settings.http_port}"
+        dispatch = f"http://{settings.http_host}:{settings.dispatch_port}"
+        announced = ready_folder(data_dir)
+        for stale in announced.glob("*") if announced.is_dir() else []:
+            stale.unlink()
+        workers = []
         # Intake first: it creates the store's and the read models' tables, so the
         # others find them made instead of racing to create them.
         for started, module in enumerate(services(settings)):
@@ -122,7 +139,10 @@ def main() -> int:
             if started == 0:
                 wait_ready(f"{base}/readyz", processes)
                 announce_admin_key(settings, env["TICKETING_DATABASE_URL"], data_dir)
-        dispatch = f"http://{settings.http_host}:{settings.dispatch_port}"
+            else:
+                workers.append(processes[-1])
+        wait_announced(announced, workers)
+        wait_ready(f"{dispatch}/readyz", processes)
         print(f"API        {base}/v1/tickets\ndocs       {base}/docs", flush=True)
         print(f"dispatch   {dispatch}/v1/engineers\n           {dispatch}/docs\nCtrl-C stops everything.", flush=True)
         while not interrupted:

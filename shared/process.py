@@ -1,14 +1,16 @@
 """The scaffolding every NATS worker process shares: logging, the required NATS URL,
-a stop on SIGTERM/SIGINT, and a connection (with credentials, if set) that is always
-closed."""
+a stop on SIGTERM/SIGINT, a connection (with credentials, if set) that is always
+closed, and word to the launcher once it is up."""
 from __future__ import annotations
 
 import asyncio
 import gc
 import logging
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 import uvloop
@@ -20,6 +22,20 @@ from shared.settings import Settings
 Work = Callable[[Client, asyncio.Event], Awaitable[None]]
 
 
+def ready_folder(data_dir: Path) -> Path:
+    """Where each service started by deploy/run.py leaves a file named by its pid once up."""
+    return data_dir / "ready"
+
+
+def announce_ready(settings: Settings) -> None:
+    """Tell the launcher this process is up. It says the product is ready only once
+    every service has: on a busy machine a worker may take seconds to start, and a
+    ticket opened meanwhile would have its first seconds-long deadline recorded late."""
+    folder = ready_folder(settings.data_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / str(os.getpid())).touch()
+
+
 async def with_nats(settings: Settings, stop: asyncio.Event, work: Callable[[Client], Awaitable[None]]) -> None:
     """`work(nc)` on a connection to TICKETING_NATS_URL (which the caller checked is set)
     as TICKETING_NATS_USER, if set; the connection is closed afterwards."""
@@ -28,6 +44,7 @@ async def with_nats(settings: Settings, stop: asyncio.Event, work: Callable[[Cli
     nc = await unless_stopped(stop, connect(settings.nats_url, user=settings.nats_user, password=settings.nats_password))
     if nc is None:
         return
+    announce_ready(settings)  # durable consumers: whatever was published meanwhile is waiting
     try:
         await work(nc)
     finally:

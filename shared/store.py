@@ -6,18 +6,22 @@ on SQLite by default or PostgreSQL in production.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, TypeVar
 from uuid import UUID, uuid5
 
 import psycopg
 import sqlalchemy.exc
-from eventsourcing.application import Application
-from eventsourcing.domain import DomainEventProtocol
+from eventsourcing.application import Application, project_aggregate
+from eventsourcing.domain import Aggregate, DomainEventProtocol
 from eventsourcing.persistence import IntegrityError as EventsourcingIntegrityError
 from eventsourcing.persistence import InternalError as EventsourcingInternalError
 from eventsourcing.persistence import OperationalError as EventsourcingOperationalError
 from eventsourcing.persistence import ProgrammingError as EventsourcingProgrammingError
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.postgres import PostgresAggregateRecorder
+from eventsourcing.sqlite import SQLiteAggregateRecorder
+from psycopg.sql import SQL, Identifier
 
 from shared.settings import persistence_env
 
@@ -28,6 +32,67 @@ class EventStore(Application[UUID]):
     def decode(self, stored: Any) -> DomainEventProtocol[UUID]:
         """A stored event or notification back to its domain event."""
         return self.mapper.to_domain_event(stored)
+
+    def get_many(self, ids: Collection[UUID]) -> dict[UUID, Aggregate]:
+        """The aggregates of `ids` that exist, as they stand, read in one query: a
+        worker settling many streams at once pays one round trip, not one each."""
+        streams: dict[UUID, list[StoredEvent]] = {}
+        for stored in self._select_streams(ids):
+            streams.setdefault(stored.originator_id, []).append(stored)  # type: ignore[arg-type]
+        aggregates = {}
+        for originator_id, stored in streams.items():
+            aggregate = project_aggregate(None, (self.mapper.to_domain_event(event) for event in stored))
+            if aggregate is not None:
+                aggregates[originator_id] = aggregate
+        return aggregates
+
+    def last_versions(self, ids: Collection[UUID]) -> dict[UUID, int]:
+        """How far each stream of `ids` has got (0 if it has no events), in one query."""
+        versions = dict.fromkeys(ids, 0)
+        recorder = self.recorder
+        if isinstance(recorder, PostgresAggregateRecorder):
+            statement = SQL(
+                "SELECT originator_id, max(originator_version) AS version FROM {}.{} "
+                "WHERE originator_id = ANY(%s) GROUP BY originator_id"
+            ).format(Identifier(recorder.datastore.schema), Identifier(recorder.events_table_name))
+            with recorder.datastore.get_connection() as conn, conn.cursor() as cursor:
+                cursor.execute(statement, [list(ids)], prepare=True)
+                versions.update((row["originator_id"], row["version"]) for row in cursor.fetchall())
+        else:
+            rows = self._sqlite_query(
+                "SELECT originator_id, max(originator_version) AS version FROM {table} "
+                "WHERE originator_id IN ({marks}) GROUP BY originator_id", ids)
+            versions.update((recorder.convert_originator_id(row["originator_id"]), row["version"]) for row in rows)  # type: ignore[attr-defined]
+        return versions
+
+    def _select_streams(self, ids: Collection[UUID]) -> list[StoredEvent]:
+        recorder = self.recorder
+        if isinstance(recorder, PostgresAggregateRecorder):
+            statement = SQL(
+                "SELECT originator_id, originator_version, topic, state FROM {}.{} "
+                "WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version"
+            ).format(Identifier(recorder.datastore.schema), Identifier(recorder.events_table_name))
+            with recorder.datastore.get_connection() as conn, conn.cursor() as cursor:
+                cursor.execute(statement, [list(ids)], prepare=True)
+                return [StoredEvent(row["originator_id"], row["originator_version"], row["topic"], bytes(row["state"]))
+                        for row in cursor.fetchall()]
+        rows = self._sqlite_query(
+            "SELECT originator_id, originator_version, topic, state FROM {table} "
+            "WHERE originator_id IN ({marks}) ORDER BY originator_id, originator_version", ids)
+        convert = recorder.convert_originator_id  # type: ignore[attr-defined]
+        return [StoredEvent(convert(row["originator_id"]), row["originator_version"], row["topic"], row["state"])
+                for row in rows]
+
+    def _sqlite_query(self, template: str, ids: Collection[UUID]) -> list[Any]:
+        recorder = self.recorder
+        assert isinstance(recorder, SQLiteAggregateRecorder), f"no multi-stream read for {type(recorder).__name__}"
+        if not ids:
+            return []
+        params = [i.hex if recorder.datastore.originator_id_type == "uuid" else str(i) for i in ids]
+        statement = template.format(table=recorder.events_table_name, marks=",".join("?" * len(params)))
+        with recorder.datastore.transaction(commit=False) as cursor:
+            cursor.execute(statement, params)
+            return cursor.fetchall()
 
 
 T = TypeVar("T")

@@ -7,6 +7,7 @@ import logging
 import signal
 import threading
 
+from shared.process import announce_ready
 from shared.projections.contract_list import ContractListProjection
 from shared.projections.key_list import KeyListProjection
 from shared.projections.sla_compliance import SlaComplianceProjection
@@ -35,6 +36,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     logging.getLogger(__name__).info("following the event store into %s", ", ".join(p.name for p in projections))
+    announce_ready(settings)
     while not stop.is_set():
         # Every projection catches up on each pass (sum, not any: no short-circuit).
         if not sum(projection.catch_up() for projection in projections):

@@ -8,6 +8,7 @@ synchronous: async callers run these methods in a thread.
 """
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
 from typing import NamedTuple
 from uuid import UUID
@@ -17,6 +18,7 @@ from eventsourcing.persistence import RecordConflictError
 from shared.clock import Clock
 from shared.combining import GroupCommit
 from shared.desk import TicketDesk
+from shared.domain.errors import TicketNotFound
 from shared.domain.ticket import ESCALATION_LEVELS, Actor, Ticket
 from shared.event_format import event_type
 from shared.sla.clocks import Alert, due_alerts, pending_alerts
@@ -55,21 +57,49 @@ class SlaAlarms:
     def settle(self, ticket_id: UUID, correlation_id: str) -> Settled:
         """`fire`, and from the same read of the ticket its version and the next
         instant to arm for: one replay of the stream per timer, not two."""
+        outcome = self.settle_many({ticket_id: correlation_id})[ticket_id]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    def settle_many(self, asks: dict[UUID, str]) -> dict[UUID, Settled | TicketNotFound | AlarmConflict]:
+        """`settle` for many tickets (id → correlation id) at once: one read of all
+        their streams, one commit for all their alerts. A ticket another writer
+        changed meanwhile is read and settled again; one that does not exist is
+        answered TicketNotFound, without holding up the others."""
+        outcomes: dict[UUID, Settled | TicketNotFound | AlarmConflict] = {}
+        waiting = dict(asks)
         for _ in range(_SAVE_ATTEMPTS):
-            ticket = self._desk.get(ticket_id)
+            tickets = self.store.get_many(waiting)
             now = self.clock.now()
-            # Never record an event before the one it follows (a lagging replica clock).
-            at = max(now, ticket.modified_on)
-            for alert in due_alerts(ticket.sla, self.policy, now):
-                self._record(ticket, alert, at, correlation_id)
-            recorded = [event_type(event) for event in ticket.pending_events]
-            if recorded:
-                try:
-                    self._saves.save(ticket)
-                except RecordConflictError:
-                    continue  # another writer (maybe another instance) saved first: look again
-            return Settled(recorded, ticket.version, self._next_owed(ticket))
-        raise AlarmConflict(f"ticket {ticket_id} kept changing; gave up after {_SAVE_ATTEMPTS} attempts")
+            changed = []
+            for ticket_id, correlation_id in waiting.items():
+                ticket = tickets.get(ticket_id)
+                if not isinstance(ticket, Ticket):
+                    outcomes[ticket_id] = TicketNotFound(str(ticket_id))
+                    continue
+                # Never record an event before the one it follows (a lagging replica clock).
+                at = max(now, ticket.modified_on)
+                for alert in due_alerts(ticket.sla, self.policy, now):
+                    self._record(ticket, alert, at, correlation_id)
+                if ticket.pending_events:
+                    changed.append(ticket)
+                else:
+                    outcomes[ticket_id] = Settled([], ticket.version, self._next_owed(ticket))
+            recorded = {ticket.id: [event_type(event) for event in ticket.pending_events] for ticket in changed}
+            try:
+                if changed:
+                    self._saves.save(*changed)
+            except RecordConflictError:
+                # Another writer (maybe another instance) saved first: look again.
+                waiting = {ticket.id: waiting[ticket.id] for ticket in changed}
+                continue
+            for ticket in changed:
+                outcomes[ticket.id] = Settled(recorded[ticket.id], ticket.version, self._next_owed(ticket))
+            return outcomes
+        for ticket_id in waiting:
+            outcomes[ticket_id] = AlarmConflict(f"ticket {ticket_id} kept changing; gave up after {_SAVE_ATTEMPTS} attempts")
+        return outcomes
 
     def next_instant(self, ticket_id: UUID) -> datetime | None:
         """The earliest warning or breach the ticket's running clocks still owe; None
@@ -80,10 +110,9 @@ class SlaAlarms:
         owed = [alert.due_at for alert in pending_alerts(ticket.sla, self.policy) if _recordable(ticket, alert)]
         return min(owed, default=None)
 
-    def version(self, ticket_id: UUID) -> int:
-        """How far the ticket's stream has got (0 if it has no events)."""
-        last = self.store.recorder.select_events(ticket_id, desc=True, limit=1)
-        return last[0].originator_version if last else 0
+    def versions(self, ticket_ids: Collection[UUID]) -> dict[UUID, int]:
+        """How far each ticket's stream has got (0 if it has no events)."""
+        return self.store.last_versions(ticket_ids)
 
     def _record(self, ticket: Ticket, alert: Alert, at: datetime, correlation_id: str) -> None:
         recorded = ticket.record_sla_alert(

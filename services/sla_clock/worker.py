@@ -15,10 +15,15 @@ event that caused it (opened, severity changed), and warnings and breaches are
 recorded here, by an instance that re-arms right after. For the same reason ticket
 events recorded here (escalations) are acked unread.
 
+Handlers hand their ticket to a few settlers, which take whatever has gathered
+(up to BATCH tickets) and settle it together: one read of the streams, one commit,
+the timers published at once, one version check. A storm of deadlines then costs
+a few round trips per batch instead of per ticket.
+
 A message is acked only once its effect is recorded and the timer publish is
 acknowledged; a store or NATS failure naks it with a delay. Several instances may
-run at once: recording is idempotent, and `_settle` makes sure that the last timer
-published for a ticket was computed from its latest version (see there).
+run at once: recording is idempotent, and `_settle_batch` makes sure that the last
+timer published for a ticket was computed from its latest version (see there).
 """
 from __future__ import annotations
 
@@ -27,14 +32,14 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from dataclasses import dataclass, field
 from uuid import UUID, uuid4
 
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from services.sla_clock.alarms import ACTOR, AlarmConflict, SlaAlarms
+from services.sla_clock.alarms import ACTOR, AlarmConflict, Settled, SlaAlarms
 from services.sla_clock.timers import DUE_SUBJECTS, LEAD_SECONDS, Due, Timers
 from shared.bus import TRANSIENT_ERRORS
 from shared.clock import Clock
@@ -46,16 +51,17 @@ TICKET_EVENTS = "events.ticket.>"
 EVENTS_CONSUMER = "sla_clock"
 DUE_CONSUMER = "sla_clock_due"
 # How soon a message in the hands of an instance that died goes to another one. It
-# must exceed a hold plus the wait for a working slot plus a settle; a settle that
+# must exceed a hold plus the wait for a settler plus a settle; a settle that
 # outlasts it is merely repeated.
 ACK_WAIT_SECONDS = 10.0
 # Messages an instance holds unanswered per consumer: timers waiting out their lead
-# cost nothing but memory, so many may wait at once; the wait for a working slot
-# stays well inside the ack wait at a few hundred settles a second.
+# cost nothing but memory, so many may wait at once; the wait for a settler stays
+# well inside the ack wait at a few hundred settles a second.
 MAX_OUTSTANDING = 1024
-# Settles running at once per instance: each is a few store reads and writes in a
-# thread, so more than the thread pool would only queue there.
-MAX_WORKING = 16
+# Tickets settled together, and batches in progress at once per instance: while
+# one batch is in the store, another publishes its timers.
+BATCH = 64
+SETTLERS = 4
 FETCH_SECONDS = 1.0  # also how long a stop may take to be noticed
 FETCH_BATCH = 256
 RETRY_DELAY_SECONDS = 1.0
@@ -68,6 +74,16 @@ _SETTLE_ATTEMPTS = 10
 RETRIED = (*TRANSIENT_ERRORS, AlarmConflict)
 
 
+@dataclass
+class _Ask:
+    """A ticket a handler wants settled; `done` resolves once its timer is right."""
+
+    ticket_id: UUID
+    correlation_id: str | None
+    done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    rounds: int = 0
+
+
 class SlaClockWorker:
     def __init__(
         self, alarms: SlaAlarms, timers: Timers, js: JetStreamContext, events_stream: str, clock: Clock
@@ -77,17 +93,21 @@ class SlaClockWorker:
         self.js = js
         self.events_stream = events_stream
         self.clock = clock
-        self._working = asyncio.Semaphore(MAX_WORKING)
+        self._asks: asyncio.Queue[_Ask] = asyncio.Queue()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume both streams until `stop` is set."""
-        # A settle mostly waits on the database (its commit), so every working slot gets
-        # a thread of its own: asyncio's default pool has a handful on a small machine.
-        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(MAX_WORKING, thread_name_prefix="settle"))
+        # Each settler runs one store call at a time: a thread each is enough.
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(SETTLERS, thread_name_prefix="settle"))
         events = await self._subscribe(self.events_stream, EVENTS_CONSUMER, TICKET_EVENTS)
         due = await self._subscribe(self.timers.stream, DUE_CONSUMER, DUE_SUBJECTS)
         log.info("keeping SLA time for stream %s with timers in %s", self.events_stream, self.timers.stream)
-        await asyncio.gather(_consume(events, self._on_event, stop), _consume(due, self._on_due, stop))
+        settlers = [asyncio.create_task(self._settler()) for _ in range(SETTLERS)]
+        try:
+            await asyncio.gather(_consume(events, self._on_event, stop), _consume(due, self._on_due, stop))
+        finally:
+            for settler in settlers:
+                settler.cancel()
 
     async def _subscribe(self, stream: str, durable: str, subject: str) -> JetStreamContext.PullSubscription:
         # Creating a consumer that exists with this configuration changes nothing, so
@@ -107,42 +127,91 @@ class SlaClockWorker:
             # the ticket from that very version, or else its timer is still unacked and
             # comes back to do it.
             return
-        async with self._working:
-            await self._settle(UUID(envelope["subject"]), envelope.get("correlationid"))
+        await self._settle(UUID(envelope["subject"]), envelope.get("correlationid"))
 
     async def _on_due(self, msg: Msg) -> None:
         due = Due.from_message(msg)
         early = (due.at - self.clock.now()).total_seconds()
-        if early > 0:  # held without a working slot: a thousand timers may wait at once
+        if early > 0:  # held before it is asked for: a thousand timers may wait at once
             await asyncio.sleep(min(early, MAX_HOLD_SECONDS))
-        async with self._working:
-            await self._settle(due.ticket_id, due.correlation_id)
+        await self._settle(due.ticket_id, due.correlation_id)
 
     async def _settle(self, ticket_id: UUID, correlation_id: str | None) -> None:
-        """Record what is due, then leave the ticket one timer for what comes next.
+        """Record what is due, then leave the ticket one timer for what comes next."""
+        ask = _Ask(ticket_id, correlation_id)
+        self._asks.put_nowait(ask)
+        await ask.done
 
-        Two instances may handle the same ticket at once, and the slower one may
-        publish a timer computed from an older version after the faster one. So the
-        ticket's version is read before its next instant and again after the timer
-        is published; if it moved, we go round again. The last timer published is
-        then always one whose version was still the latest after it was published.
+    async def _settler(self) -> None:
+        while True:
+            batch = [await self._asks.get()]
+            while len(batch) < BATCH and not self._asks.empty():
+                batch.append(self._asks.get_nowait())
+            await self._settle_batch(batch)
+
+    async def _settle_batch(self, batch: list[_Ask]) -> None:
+        """Settle every ticket asked for, each ask answered by its own outcome.
+
+        Two instances (or two settlers) may handle the same ticket at once, and the
+        slower one may publish a timer computed from an older version after the faster
+        one. So the ticket's version is read with its next instant and again after the
+        timer is published; if it moved, the ask goes round again. The last timer
+        published is then always one whose version was still the latest after it was
+        published.
         """
-        for _ in range(_SETTLE_ATTEMPTS):
-            version, at = await asyncio.to_thread(self._fire_and_plan, ticket_id, correlation_id or str(uuid4()))
-            if at is None:
-                await self.timers.disarm(ticket_id)
+        asks: dict[UUID, list[_Ask]] = {}
+        for ask in batch:
+            asks.setdefault(ask.ticket_id, []).append(ask)
+        try:
+            correlation = {ticket_id: same[0].correlation_id or str(uuid4()) for ticket_id, same in asks.items()}
+            outcomes = await asyncio.to_thread(self.alarms.settle_many, correlation)
+            for ticket_id, outcome in outcomes.items():
+                if isinstance(outcome, Settled) and outcome.recorded:
+                    log.info("ticket %s: recorded %s", ticket_id, ", ".join(outcome.recorded))
+            settled = {ticket_id: o for ticket_id, o in outcomes.items() if isinstance(o, Settled)}
+            published = await asyncio.gather(
+                *(self._rearm(ticket_id, settled[ticket_id], asks[ticket_id][0].correlation_id) for ticket_id in settled),
+                return_exceptions=True,
+            )
+            for ticket_id, failure in zip(list(settled), published):
+                if failure is not None:
+                    outcomes[ticket_id] = failure
+                    del settled[ticket_id]
+            versions = await asyncio.to_thread(self.alarms.versions, list(settled)) if settled else {}
+        except Exception as error:  # noqa: BLE001 - each handler hears it and answers its message
+            for ask in batch:
+                _answer(ask, error)
+            return
+        for ticket_id, same in asks.items():
+            outcome = outcomes[ticket_id]
+            if not isinstance(outcome, Settled):
+                for ask in same:
+                    _answer(ask, outcome)
+            elif versions[ticket_id] == outcome.version:
+                for ask in same:
+                    _answer(ask, None)
             else:
-                await self.timers.arm(ticket_id, at, correlation_id)
-            if await asyncio.to_thread(self.alarms.version, ticket_id) == version:
-                return
-        raise AlarmConflict(f"ticket {ticket_id} kept changing while its timer was set")
+                for ask in same:
+                    ask.rounds += 1
+                    if ask.rounds < _SETTLE_ATTEMPTS:
+                        self._asks.put_nowait(ask)
+                    else:
+                        _answer(ask, AlarmConflict(f"ticket {ticket_id} kept changing while its timer was set"))
 
-    def _fire_and_plan(self, ticket_id: UUID, correlation_id: str) -> tuple[int, datetime | None]:
-        """(In a thread.) Record what is due; return the version and next instant to arm for."""
-        settled = self.alarms.settle(ticket_id, correlation_id)
-        if settled.recorded:
-            log.info("ticket %s: recorded %s", ticket_id, ", ".join(settled.recorded))
-        return settled.version, settled.next_at
+    async def _rearm(self, ticket_id: UUID, settled: Settled, correlation_id: str | None) -> None:
+        if settled.next_at is None:
+            await self.timers.disarm(ticket_id)
+        else:
+            await self.timers.arm(ticket_id, settled.next_at, correlation_id)
+
+
+def _answer(ask: _Ask, outcome: BaseException | None) -> None:
+    if ask.done.done():  # its handler was cancelled (stopping)
+        return
+    if outcome is None:
+        ask.done.set_result(None)
+    else:
+        ask.done.set_exception(outcome)
 
 
 async def _consume(sub: JetStreamContext.PullSubscription, handle: Callable[[Msg], Awaitable[None]], stop: asyncio.Event) -> None:

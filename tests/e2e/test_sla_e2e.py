@@ -69,6 +69,30 @@ def test_make_run_starts_as_many_sla_clocks_as_asked() -> None:
     assert started[0] == "services.intake" and sorted(set(started)) == sorted(run.SERVICES)
 
 
+def test_make_run_says_ready_only_once_every_service_is_up(tmp_path: Path) -> None:
+    product = start_product(tmp_path / "var", **SLA_SETTINGS)
+    try:
+        announced = {int(path.name) for path in (tmp_path / "var" / "ready").iterdir()}
+        services = dict(_children(product.process.pid))
+        assert sorted(services.values()) == sorted(_launcher().SERVICES)
+        # Intake is waited for over HTTP (/readyz); every other service says so itself.
+        assert announced == {pid for pid, module in services.items() if module != "services.intake"}
+    finally:
+        assert product.stop() == 0, "".join(product.output)
+
+
+def _children(parent: int) -> Iterator[tuple[int, str]]:
+    """(pid, module) of each `python -m <module>` started by `parent`."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            command = (stat.parent / "cmdline").read_bytes().decode().split("\0")
+        except (OSError, ValueError):
+            continue
+        if ppid == parent and "-m" in command:
+            yield int(stat.parent.name), command[command.index("-m") + 1]
+
+
 @pytest.fixture(params=["embedded-sqlite", "postgres"])
 def database(request: pytest.FixtureRequest) -> dict[str, str]:
     """TICKETING_* settings (without the prefix) naming the database: none for the embedded one."""
@@ -158,7 +182,7 @@ def test_an_unacknowledged_p1_is_warned_breached_and_escalated_on_time(product: 
     assert all(e["actor"] == {"kind": "service", "id": "sla_clock"} for e in history)
     late = [lateness(e) for e in history if e["type"] != "ticket.escalated"]
     print(f"lateness (s): {late}")
-    assert all(0 <= seconds < 1 for seconds in late)
+    assert all(0 <= seconds < 1 for seconds in late), "".join(product.output)
 
 
 def test_a_killed_sla_clock_fires_a_missed_breach_once_on_restart(processes: tuple[Processes, str]) -> None:

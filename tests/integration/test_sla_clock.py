@@ -11,17 +11,19 @@ from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
+from uuid import UUID, uuid4
 
 import pytest
 from nats.js import JetStreamContext
 
 from services.relay.worker import Relay
-from services.sla_clock.alarms import SlaAlarms
+from services.sla_clock.alarms import Settled, SlaAlarms
 from services.sla_clock.timers import Timers, ensure_timer_stream
 from services.sla_clock.worker import SlaClockWorker
 from shared.bootstrap import Intake, intake
 from shared.bus import connect, ensure_event_stream
 from shared.clock import FakeClock, SystemClock
+from shared.domain.errors import TicketNotFound
 from shared.domain.ticket import Severity, Ticket
 from shared.event_format import history_entry
 from shared.settings import ROOT, Settings
@@ -235,6 +237,59 @@ def test_two_instances_racing_on_one_firing_record_one_breach(postgres_url: str,
         for store in stores:
             store.close()
         service.close()
+
+
+def test_a_batch_settles_each_ticket_as_alone_and_an_unknown_one_apart(
+    service: Intake, alarms: SlaAlarms, clock: FakeClock
+) -> None:
+    due = [open_ticket(service) for _ in range(3)]
+    clock.advance(minutes=20)
+    later = open_ticket(service)  # its response warning is 22.5 min away
+    clock.advance(minutes=10)
+    unknown = uuid4()
+
+    outcomes = alarms.settle_many({t.id: f"c-{i}" for i, t in enumerate([*due, later])} | {unknown: "c-x"})
+
+    assert isinstance(outcomes[unknown], TicketNotFound)
+    for ticket in due:
+        assert outcomes[ticket.id].recorded == ["sla.breached", "ticket.escalated"]
+        assert outcomes[ticket.id].version == ticket.version + 2
+        assert outcomes[ticket.id].next_at == instant_plus(ticket, hours=1.5)  # the on-site warning
+        assert [summary(e) for e in alerts(service, ticket)] == [("sla.breached", "response"), ("ticket.escalated", "L2")]
+    assert outcomes[later.id] == Settled([], later.version, instant_plus(later, minutes=22.5))
+    assert alerts(service, later) == []
+
+
+def test_two_instances_racing_on_one_batch_record_each_breach_once(postgres_url: str, clock: FakeClock) -> None:
+    service = intake(Settings(database_url=postgres_url, contracts_file=CONTRACTS), clock=clock)
+    stores = [open_store(postgres_url) for _ in range(2)]
+    try:
+        tickets = [open_ticket(service) for _ in range(20)]
+        clock.advance(minutes=30)
+        instances = [SlaAlarms(store, service.policy, clock) for store in stores]
+        start = threading.Barrier(2)
+
+        def settle(alarms: SlaAlarms) -> dict[UUID, Any]:
+            start.wait()
+            return alarms.settle_many({t.id: "c-race" for t in tickets})
+
+        with ThreadPoolExecutor(2) as pool:
+            first, second = pool.map(settle, instances)
+        for ticket in tickets:
+            assert sorted([first[ticket.id].recorded, second[ticket.id].recorded]) == [
+                [], ["sla.breached", "ticket.escalated"]]
+            assert first[ticket.id].version == second[ticket.id].version == ticket.version + 2
+            assert [summary(e) for e in alerts(service, ticket)] == [
+                ("sla.breached", "response"), ("ticket.escalated", "L2"),
+            ]
+    finally:
+        for store in stores:
+            store.close()
+        service.close()
+
+
+def instant_plus(ticket: Ticket, **elapsed: float) -> datetime:
+    return ticket.received_at + timedelta(**elapsed)
 
 
 # -- the worker, against a real nats-server and real time -----------------------------

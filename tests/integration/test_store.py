@@ -1,10 +1,18 @@
 """Opening the store: processes starting together on a fresh database (make run,
-make bench's loaders, several replicas) all get a working store."""
+make bench's loaders, several replicas) all get a working store. Reading many
+streams at once gives what reading each one would."""
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from uuid import uuid4
 
+from shared.clock import SystemClock
+from shared.desk import TicketDesk
 from shared.store import open_store
+
+DETAILS = {"severity": "P3", "category": "fault", "channel": "api", "customer": "C-1", "contract": None,
+           "site": {}, "device": {}, "summary": "disk full", "description": "", "contact": {}, "source": {}}
+ACTOR = {"kind": "client", "id": "test"}
 
 
 def test_many_starting_at_once_on_a_fresh_database_all_open_it(database_url: str) -> None:
@@ -15,3 +23,29 @@ def test_many_starting_at_once_on_a_fresh_database_all_open_it(database_url: str
     finally:
         for store in stores:
             store.close()
+
+
+def test_many_streams_read_in_one_go_are_each_as_it_stands(database_url: str) -> None:
+    store = open_store(database_url)
+    try:
+        desk = TicketDesk(store, SystemClock())
+        tickets = [desk.open(details=DETAILS, token=None, actor=ACTOR, correlation_id="c").ticket for _ in range(3)]
+        moved = desk.get(tickets[1].id)
+        moved.acknowledge(plan="on it", at=SystemClock().now(), actor=ACTOR, correlation_id="c")
+        store.save(moved)
+        unknown = uuid4()
+
+        read = store.get_many([t.id for t in tickets] + [unknown])
+
+        assert set(read) == {t.id for t in tickets}  # the unknown id is simply absent
+        for ticket in tickets:
+            alone = store.repository.get(ticket.id)
+            assert (read[ticket.id].version, read[ticket.id].status) == (alone.version, alone.status)
+        assert read[tickets[1].id].version == tickets[1].version + 1
+        assert store.last_versions([t.id for t in tickets] + [unknown]) == {
+            tickets[0].id: tickets[0].version, tickets[1].id: tickets[1].version + 1,
+            tickets[2].id: tickets[2].version, unknown: 0,
+        }
+        assert store.get_many([]) == {} and store.last_versions([]) == {}
+    finally:
+        store.close()
