@@ -48,51 +48,33 @@ class EventStore(Application[UUID]):
 
     def last_versions(self, ids: Collection[UUID]) -> dict[UUID, int]:
         """How far each stream of `ids` has got (0 if it has no events), in one query."""
-        versions = dict.fromkeys(ids, 0)
-        recorder = self.recorder
-        if isinstance(recorder, PostgresAggregateRecorder):
-            statement = SQL(
-                "SELECT originator_id, max(originator_version) AS version FROM {}.{} "
-                "WHERE originator_id = ANY(%s) GROUP BY originator_id"
-            ).format(Identifier(recorder.datastore.schema), Identifier(recorder.events_table_name))
-            with recorder.datastore.get_connection() as conn, conn.cursor() as cursor:
-                cursor.execute(statement, [list(ids)], prepare=True)
-                versions.update((row["originator_id"], row["version"]) for row in cursor.fetchall())
-        else:
-            rows = self._sqlite_query(
-                "SELECT originator_id, max(originator_version) AS version FROM {table} "
-                "WHERE originator_id IN ({marks}) GROUP BY originator_id", ids)
-            versions.update((recorder.convert_originator_id(row["originator_id"]), row["version"]) for row in rows)  # type: ignore[attr-defined]
-        return versions
+        rows = self._query_streams("originator_id, max(originator_version) AS version", "GROUP BY originator_id", ids)
+        return dict.fromkeys(ids, 0) | {originator_id: row["version"] for originator_id, row in rows}
 
     def _select_streams(self, ids: Collection[UUID]) -> list[StoredEvent]:
-        recorder = self.recorder
-        if isinstance(recorder, PostgresAggregateRecorder):
-            statement = SQL(
-                "SELECT originator_id, originator_version, topic, state FROM {}.{} "
-                "WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version"
-            ).format(Identifier(recorder.datastore.schema), Identifier(recorder.events_table_name))
-            with recorder.datastore.get_connection() as conn, conn.cursor() as cursor:
-                cursor.execute(statement, [list(ids)], prepare=True)
-                return [StoredEvent(row["originator_id"], row["originator_version"], row["topic"], bytes(row["state"]))
-                        for row in cursor.fetchall()]
-        rows = self._sqlite_query(
-            "SELECT originator_id, originator_version, topic, state FROM {table} "
-            "WHERE originator_id IN ({marks}) ORDER BY originator_id, originator_version", ids)
-        convert = recorder.convert_originator_id  # type: ignore[attr-defined]
-        return [StoredEvent(convert(row["originator_id"]), row["originator_version"], row["topic"], row["state"])
-                for row in rows]
+        rows = self._query_streams("originator_id, originator_version, topic, state",
+                                   "ORDER BY originator_id, originator_version", ids)
+        return [StoredEvent(originator_id, row["originator_version"], row["topic"], bytes(row["state"]))
+                for originator_id, row in rows]
 
-    def _sqlite_query(self, template: str, ids: Collection[UUID]) -> list[Any]:
+    def _query_streams(self, columns: str, tail: str, ids: Collection[UUID]) -> list[tuple[UUID, Any]]:
+        """`SELECT columns ... WHERE originator_id IN ids tail` on the events table,
+        each row with its originator id as a UUID, on either database."""
         recorder = self.recorder
-        assert isinstance(recorder, SQLiteAggregateRecorder), f"no multi-stream read for {type(recorder).__name__}"
         if not ids:
             return []
+        if isinstance(recorder, PostgresAggregateRecorder):
+            statement = SQL(f"SELECT {columns} FROM {{}}.{{}} WHERE originator_id = ANY(%s) {tail}").format(
+                Identifier(recorder.datastore.schema), Identifier(recorder.events_table_name))
+            with recorder.datastore.get_connection() as conn, conn.cursor() as cursor:
+                cursor.execute(statement, [list(ids)], prepare=True)
+                return [(row["originator_id"], row) for row in cursor.fetchall()]
+        assert isinstance(recorder, SQLiteAggregateRecorder), f"no multi-stream read for {type(recorder).__name__}"
         params = [i.hex if recorder.datastore.originator_id_type == "uuid" else str(i) for i in ids]
-        statement = template.format(table=recorder.events_table_name, marks=",".join("?" * len(params)))
+        marks = ",".join("?" * len(params))
         with recorder.datastore.transaction(commit=False) as cursor:
-            cursor.execute(statement, params)
-            return cursor.fetchall()
+            cursor.execute(f"SELECT {columns} FROM {recorder.events_table_name} WHERE originator_id IN ({marks}) {tail}", params)
+            return [(UUID(row["originator_id"]), row) for row in cursor.fetchall()]
 
 
 T = TypeVar("T")
