@@ -13,21 +13,24 @@ a version already reacted to is ignored outright.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
+from eventsourcing.persistence import RecordConflictError
+
 from shared.clock import Clock
-from shared.desk import TicketDesk
 from shared.dispatch_roster import EngineerRoster
 from shared.dispatch_spares import SpareLogistics
-from shared.dispatch_store import DISPATCH_ACTOR, ReadModels, instant, save_retrying
+from shared.dispatch_store import DISPATCH_ACTOR, SAVE_ATTEMPTS, ReadModels, Workspace, instant
 from shared.dispatching import (
-    DispatchRules, Match, Need, Ranking, branches_serving, highest, is_complaint, rank, region_of,
+    Candidate, DispatchRules, Match, Need, Ranking, branches_serving, highest, is_complaint, rank, region_of,
     required_skill, service_instant,
 )
 from shared.domain.engineer import Engineer
-from shared.domain.errors import EngineerUnavailable
+from shared.domain.errors import EngineerUnavailable, TicketNotFound
 from shared.domain.ticket import ALLOWED_FROM, ESCALATION_LEVELS, Ticket
 from shared.store import EventStore
 
@@ -39,10 +42,19 @@ RELEASING = frozenset({"ticket.resolved", "ticket.cancelled"})
 STAFFABLE = ALLOWED_FROM["assign_engineer"]
 
 
+class Reaction(NamedTuple):
+    """A recorded ticket event dispatch reacts to."""
+
+    ticket_id: UUID
+    version: int
+    event_type: str
+    correlation_id: str
+
+
 class Dispatcher:
     def __init__(
         self, store: EventStore, clock: Clock, rules: DispatchRules, reads: ReadModels,
-        roster: EngineerRoster, spares: SpareLogistics, tickets: TicketDesk,
+        roster: EngineerRoster, spares: SpareLogistics,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -50,53 +62,103 @@ class Dispatcher:
         self.reads = reads
         self.roster = roster
         self.spares = spares
-        self.tickets = tickets
 
     def react(self, ticket_id: UUID, version: int, event_type: str, correlation_id: str) -> str:
         """React to one recorded ticket event; returns what was done, in words (for the log)."""
-        if event_type in STAFFING:
-            return save_retrying(self.store, lambda: _Staffing(self, ticket_id, correlation_id).run(version, event_type))
-        if event_type in RELEASING:
-            return save_retrying(self.store, lambda: self._release(ticket_id, correlation_id))
-        return "nothing to do"
+        outcome = self.react_many([Reaction(ticket_id, version, event_type, correlation_id)])[ticket_id]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
 
-    def _release(self, ticket_id: UUID, correlation_id: str) -> tuple[str, list[Any]]:
-        ticket = self.tickets.get(ticket_id)
+    def react_many(self, reactions: Sequence[Reaction]) -> dict[UUID, str | Exception]:
+        """React to one event of each of many tickets: one catch-up of the read models, one
+        read of the tickets, one save. The decisions share what they change (a
+        Workspace), so they come out as if taken one after the other (none races
+        another of the batch for the same least-loaded engineer). On a conflict with
+        another writer the batch is decided again from fresh reads; a decision that
+        fails is answered with its error, and the others are decided again without it."""
+        if len({r.ticket_id for r in reactions}) < len(reactions):
+            raise ValueError("at most one reaction per ticket in a batch")
+        outcomes: dict[UUID, str | Exception] = {
+            r.ticket_id: "nothing to do" for r in reactions if r.event_type not in STAFFING | RELEASING}
+        waiting = [r for r in reactions if r.ticket_id not in outcomes]
+        for _ in range(SAVE_ATTEMPTS):
+            if not waiting:
+                break
+            decided = self._decide(waiting)
+            if isinstance(decided, _Failed):
+                outcomes[decided.ticket_id] = decided.error
+                waiting = [r for r in waiting if r.ticket_id != decided.ticket_id]
+                continue
+            done, workspace = decided
+            try:
+                if changed := [a for a in workspace.held.values() if a.pending_events]:
+                    self.store.save(*changed)
+            except RecordConflictError:
+                continue
+            return outcomes | done
+        gave_up = RuntimeError(f"not decided after {SAVE_ATTEMPTS} attempts (conflicts, or others' failures)")
+        return outcomes | {r.ticket_id: gave_up for r in waiting}
+
+    def _decide(self, reactions: Sequence[Reaction]) -> tuple[dict[UUID, str | Exception], Workspace] | _Failed:
+        self.reads.refresh()
+        tickets = self.store.get_many([r.ticket_id for r in reactions])
+        workspace = Workspace()
+        done: dict[UUID, str | Exception] = {}
+        for r in reactions:
+            ticket = tickets.get(r.ticket_id)
+            if not isinstance(ticket, Ticket):
+                done[r.ticket_id] = TicketNotFound(str(r.ticket_id))
+                continue
+            workspace.hold(ticket)
+            try:
+                if r.event_type in STAFFING:
+                    done[r.ticket_id] = _Staffing(self, ticket, r.correlation_id, workspace).run(r.version, r.event_type)
+                else:
+                    done[r.ticket_id] = self._release(ticket, r.correlation_id, workspace)
+            except Exception as error:  # noqa: BLE001 - its changes are in the workspace: decide the rest afresh
+                return _Failed(r.ticket_id, error)
+        return done, workspace
+
+    def _release(self, ticket: Ticket, correlation_id: str, workspace: Workspace) -> str:
         if ticket.status in STAFFABLE:
-            return "ticket is active again", []  # reopened meanwhile: its engineers stay
+            return "ticket is active again"  # reopened meanwhile: its engineers stay
         reason = f"ticket {ticket.number} {ticket.status}"
         freed = []
         for code in ticket.engineers:
-            engineer = self.roster.get(code)
+            engineer = workspace.get(self.roster, code)
             at = instant(self.clock, engineer)
             if engineer.release(ticket_id=ticket.id, reason=reason, at=at, actor=DISPATCH_ACTOR, correlation_id=correlation_id):
                 freed.append(engineer)
-        units = self.spares.release_unshipped(ticket, reason, correlation_id=correlation_id)
-        summary = f"freed {', '.join(e.code for e in freed) or 'nobody'}; released units {', '.join(u.code for u in units) or 'none'}"
-        return summary, [*freed, *([ticket, *units] if units else [])]
+        units = self.spares.release_unshipped(ticket, reason, correlation_id=correlation_id, within=workspace)
+        return f"freed {', '.join(e.code for e in freed) or 'nobody'}; released units {', '.join(u.code for u in units) or 'none'}"
+
+
+class _Failed(NamedTuple):
+    ticket_id: UUID
+    error: Exception
 
 
 class _Staffing:
-    """One staffing decision: reads fresh state, records on the ticket and the engineers' streams."""
+    """One staffing decision on a freshly read ticket: records on the ticket and the
+    engineers' streams, whose aggregates it finds in (and leaves to) the workspace."""
 
-    def __init__(self, dispatcher: Dispatcher, ticket_id: UUID, correlation_id: str) -> None:
+    def __init__(self, dispatcher: Dispatcher, ticket: Ticket, correlation_id: str, workspace: Workspace) -> None:
         self.d = dispatcher
         self.rules = dispatcher.rules
-        self.ticket_id = ticket_id
+        self.ticket = ticket
         self.correlation_id = correlation_id
-        self.changed: dict[UUID, Any] = {}
+        self.workspace = workspace
         self.done: list[str] = []
         self.resumes: datetime | None = None  # when service hours resume, if not now
 
-    def run(self, version: int, event_type: str) -> tuple[str, list[Any]]:
-        self.d.reads.refresh()
-        ticket = self.ticket = self.d.tickets.get(self.ticket_id)
+    def run(self, version: int, event_type: str) -> str:
+        ticket = self.ticket
         if version <= ticket.dispatch_cause:
-            return f"version {version} already applied", []
+            return f"version {version} already applied"
         if ticket.status not in STAFFABLE:
-            return f"ticket is {ticket.status}", []
+            return f"ticket is {ticket.status}"
         self.cause = version
-        self.changed[ticket.id] = ticket
         trigger = self._event(version) if event_type == "ticket.escalated" else None
         if trigger is not None and trigger.trigger == "manual" and is_complaint(self.rules, trigger.reason):
             self._complaint(trigger.reason)
@@ -118,13 +180,10 @@ class _Staffing:
                          for_level=ticket.escalation_level, count=unstaffed.engineers, rung=True)
         if trigger is not None and trigger.trigger == "breach:resolution":
             self._spare_for_breach()
-        return self._summary()
-
-    def _summary(self) -> tuple[str, list[Any]]:
-        return "; ".join(self.done) or "nothing to do", list(self.changed.values())
+        return "; ".join(self.done) or "nothing to do"
 
     def _event(self, version: int) -> Ticket.Escalated | None:
-        event = next(iter(self.d.store.events.get(self.ticket_id, gt=version - 1, lte=version)), None)
+        event = next(iter(self.d.store.events.get(self.ticket.id, gt=version - 1, lte=version)), None)
         return event if isinstance(event, Ticket.Escalated) else None
 
     def _floor(self) -> str:
@@ -160,9 +219,10 @@ class _Staffing:
         """Put up to `count` engineers on the ticket, best first; record why if nobody fits.
         `rung`: they staff an escalation rung (the ticket has a lead already)."""
         need = self._need(min_level)
-        ranking = rank(self.rules, self.d.reads.engineers.candidates(
-            branches_serving(self.rules, need.city, need.region), also=[need.preferred] if need.preferred else []
-        ), need)
+        branches, also = branches_serving(self.rules, need.city, need.region), [need.preferred] if need.preferred else []
+        listed = self.workspace.listed(("candidates", branches, *also),
+                                       lambda: self.d.reads.engineers.candidates(branches, also=also))
+        ranking = rank(self.rules, self._as_held(listed), need)
         taken = 0
         for match in ranking.matches:
             if taken == count:
@@ -219,8 +279,10 @@ class _Staffing:
                 or not self.d.reads.units.stocks_model(model)):
             return
         outcome, changed = self.d.spares.reserve_into(ticket, model, "resolution target breached", cause=self.cause,
-                                                     actor=DISPATCH_ACTOR, correlation_id=self.correlation_id)
-        self.changed.update((a.id, a) for a in changed)
+                                                     actor=DISPATCH_ACTOR, correlation_id=self.correlation_id,
+                                                     within=self.workspace)
+        for aggregate in changed:
+            self.workspace.hold(aggregate)
         self.done.append(outcome.detail)
 
     # -- helpers -----------------------------------------------------------------------
@@ -243,9 +305,15 @@ class _Staffing:
         )
 
     def _engineer(self, code: str) -> Engineer:
-        engineer = self.changed.get(self.d.roster.stream_id(code)) or self.d.roster.get(code)
-        self.changed[engineer.id] = engineer
-        return engineer
+        return self.workspace.get(self.d.roster, code)
+
+    def _as_held(self, listed: list[Candidate]) -> list[Candidate]:
+        """The listed engineers, with the load of those this batch has changed already as
+        it stands now (the list has not seen those changes yet)."""
+        held = {a.code: a for a in self.workspace.held.values() if isinstance(a, Engineer)}
+        return [c if c.id not in held else replace(c, load=held[c.id].load, active=held[c.id].profile.active,
+                                                   max_tickets=held[c.id].profile.max_tickets)
+                for c in listed]
 
     def _at(self, *others: Any) -> datetime:
         return instant(self.d.clock, self.ticket, *others)

@@ -14,7 +14,7 @@ from uuid import UUID
 from shared.clock import Clock
 from shared.desk import TicketDesk
 from shared.dispatch_roster import SpareStock
-from shared.dispatch_store import DISPATCH_ACTOR, ReadModels, instant, save_retrying
+from shared.dispatch_store import DISPATCH_ACTOR, ReadModels, Workspace, instant, save_retrying
 from shared.dispatching import DispatchRules, nearest_first
 from shared.domain.errors import IllegalUnitTransition, NotOnTicket, SpareNotAllowed
 from shared.domain.spare_unit import Conversion, SpareUnit, UnitState
@@ -60,18 +60,19 @@ class SpareLogistics:
             if str(ticket.severity) not in self.rules.spare_severities:
                 allowed = "/".join(sorted(self.rules.spare_severities))
                 raise SpareNotAllowed("reserve_spare", ticket.status, f"spare units are lent for {allowed} faults, not {ticket.severity}")
-            return self.reserve_into(ticket, wanted, reason, cause=0, actor=actor, correlation_id=correlation_id)
+            return self.reserve_into(ticket, wanted, reason, cause=0, actor=actor, correlation_id=correlation_id, within=Workspace())
 
         return save_retrying(self.store, decide)
 
     def reserve_into(
-        self, ticket: Ticket, model: str, reason: str, *, cause: int, actor: Actor, correlation_id: str
+        self, ticket: Ticket, model: str, reason: str, *, cause: int, actor: Actor, correlation_id: str, within: Workspace,
     ) -> tuple[Reservation, list[Any]]:
         """Reserve the nearest available unit of `model` for the ticket, or record that
         there is none and what happens instead. Returns the outcome and the aggregates
-        to save; the caller saves (and decides again on a conflict)."""
+        to save; the caller saves (and decides again on a conflict). Units are read
+        `within` the caller's workspace, so a batch never promises one unit twice."""
         for option, km in nearest_first(self.rules, self.reads.units.available(model), ticket.site.get("city")):
-            unit = self.stock.get(option.code)
+            unit = within.get(self.stock, option.code)
             at = instant(self.clock, ticket, unit)
             try:
                 unit.reserve(ticket_id=ticket.id, number=ticket.number, reason=reason, at=at, actor=actor, correlation_id=correlation_id)
@@ -101,11 +102,12 @@ class SpareLogistics:
             ticket.escalate(level=level, reason=reason, trigger="dispatch:no_stock", at=at, actor=actor, correlation_id=correlation_id)
         return Reservation(None, None, None, f"{reason}; {next_step}")
 
-    def release_unshipped(self, ticket: Ticket, reason: str, *, correlation_id: str) -> list[SpareUnit]:
-        """Give back the units reserved for the ticket and not yet shipped."""
+    def release_unshipped(self, ticket: Ticket, reason: str, *, correlation_id: str, within: Workspace) -> list[SpareUnit]:
+        """Give back the units reserved for the ticket and not yet shipped (read `within`
+        the caller's workspace)."""
         released = []
         for code in sorted(ticket.spare_units):
-            unit = self.stock.get(code)
+            unit = within.get(self.stock, code)
             if unit.state is not UnitState.RESERVED:
                 continue
             at = instant(self.clock, ticket, unit)

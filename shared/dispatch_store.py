@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, Protocol, TypeVar
+from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import RecordConflictError
@@ -33,6 +34,15 @@ SAVE_ATTEMPTS = 20
 CATCH_UP_ATTEMPTS = 5
 
 T = TypeVar("T")
+A = TypeVar("A", bound=Aggregate)
+
+
+class Book(Protocol[A]):
+    """Where an engineer or a unit is read by its code (shared/dispatch_roster.py)."""
+
+    def stream_id(self, code: str) -> UUID: ...
+
+    def get(self, code: str) -> A: ...
 
 
 class ReadModels:
@@ -81,6 +91,34 @@ def save_retrying(store: EventStore, decide: Callable[[], tuple[T, Sequence[Aggr
             continue
         return result
     raise RuntimeError(f"gave up after {SAVE_ATTEMPTS} conflicting attempts")
+
+
+class Workspace:
+    """The aggregates a batch of decisions reads and changes, each read once and held:
+    two decisions of one batch that want the same engineer or unit change the same
+    object, so the second sees what the first did (as if they ran one after the
+    other), and one save records both."""
+
+    def __init__(self) -> None:
+        self.held: dict[UUID, Any] = {}
+        self._listed: dict[Hashable, Any] = {}
+
+    def hold(self, aggregate: A) -> A:
+        return self.held.setdefault(aggregate.id, aggregate)
+
+    def get(self, book: Book[A], code: str) -> A:
+        stream_id = book.stream_id(code)
+        if stream_id not in self.held:
+            self.held[stream_id] = book.get(code)
+        return self.held[stream_id]
+
+    def listed(self, query: Hashable, read: Callable[[], T]) -> T:
+        """A read-model query, asked once per batch: the tickets of one storm mostly
+        share a site, so their candidates are one query (the caller corrects the rows
+        by what is held)."""
+        if query not in self._listed:
+            self._listed[query] = read()
+        return self._listed[query]
 
 
 def instant(clock: Clock, *aggregates: Aggregate) -> datetime:

@@ -27,7 +27,7 @@ import psycopg
 from services.dispatch.wiring import dispatch
 from shared.bootstrap import intake
 from shared.clock import FakeClock
-from shared.dispatch_store import save_retrying
+from shared.dispatch_store import Workspace, save_retrying
 from shared.dispatching import Need, branches_serving, rank
 from shared.domain.engineer import LEVELS, WEEKDAYS, Engineer, Profile
 from shared.domain.spare_unit import Record, SpareUnit
@@ -68,7 +68,7 @@ def run(database_url: str, engineers: int = 1000, units: int = 10000, tickets: i
             figures["reaction"].append(timed(lambda: back.dispatcher.react(opened.id, 1, "ticket.opened", "bench")))
             model = details["device"]["model"]
             figures["reservation"].append(timed(lambda: save_retrying(back.tickets.store, lambda: back.spares.reserve_into(
-                back.tickets.get(opened.id), model, "bench", cause=0, **SETUP))))
+                back.tickets.get(opened.id), model, "bench", cause=0, within=Workspace(), **SETUP))))
         return {kind: percentiles(samples) for kind, samples in figures.items()}
     finally:
         back.close()

@@ -81,7 +81,7 @@ def dispatch(settings: Settings, *, clock: Clock | None = None) -> Dispatch:
     parts = Dispatch(
         rules=rules, tickets=tickets, reads=reads, roster=roster, stock=stock, spares=spares,
         actions=EngineerActions(store, clock, roster, tickets),
-        dispatcher=Dispatcher(store, clock, rules, reads, roster, spares, tickets),
+        dispatcher=Dispatcher(store, clock, rules, reads, roster, spares),
         gate=Gate.configure(settings, store, clock),
     )
     parts.app = create_app(parts, max_body_bytes=settings.max_body_bytes)

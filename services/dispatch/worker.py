@@ -1,13 +1,14 @@
 """The dispatch worker: a durable JetStream consumer of ticket events.
 
 Every dispatch instance pulls from the same durable consumer, so each message goes
-to one of them; within an instance a ticket's messages are handled one at a time, in
-stream order, and up to CONCURRENT tickets at once (a decision mostly waits on the
-database; two decisions wanting one engineer are kept apart by the engineer's stream,
-as between instances). A message is acknowledged only after its reaction is recorded in the store
-(or found already recorded); a failure leaves it unacknowledged, to be delivered
-again after a short delay. Reactions are idempotent (see shared/dispatch_desk.py),
-so a redelivery, a duplicate or a second instance's attempt records nothing twice.
+to one of them. Within an instance, the messages of one fetch are decided together
+(Dispatcher.react_many: one read, one save for the lot), one message per ticket at a
+time, so each ticket's messages are reacted to in stream order; two instances
+wanting one engineer are kept apart by the engineer's stream. A message is
+acknowledged only after its reaction is recorded in the store (or found already
+recorded); a failure leaves it unacknowledged, to be delivered again after a short
+delay. Reactions are idempotent (see shared/dispatch_desk.py), so a redelivery, a
+duplicate or a second instance's attempt records nothing twice.
 
 The worker also raises overdue spare-unit loans every `overdue_every` seconds.
 """
@@ -24,7 +25,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from shared.dispatch_desk import Dispatcher
+from shared.dispatch_desk import Dispatcher, Reaction
 from shared.dispatch_spares import SpareLogistics
 from shared.domain.errors import TicketNotFound
 
@@ -35,7 +36,6 @@ FETCH_BATCH = 64
 FETCH_WAIT_SECONDS = 0.5
 ACK_WAIT_SECONDS = 30.0
 REDELIVERY_DELAY_SECONDS = 1.0
-CONCURRENT = 4
 RECONNECT_WAIT_SECONDS = 0.5
 
 # NATS unreachable for a moment: wait and pull again (the client reconnects by itself).
@@ -58,7 +58,6 @@ class DispatchWorker:
         self.stream = stream
         self.durable = durable
         self.overdue_every = overdue_every
-        self._working = asyncio.Semaphore(CONCURRENT)
 
     async def run(self, stop: asyncio.Event) -> None:
         subscription = await self.js.pull_subscribe(
@@ -79,41 +78,52 @@ class DispatchWorker:
                 log.warning("dispatch could not pull (%r); pulling again", error)
                 await asyncio.sleep(RECONNECT_WAIT_SECONDS)
                 continue
-            await asyncio.gather(*(self._handle_in_order(queue) for queue in _by_ticket(messages)))
+            queues = await self._by_ticket(messages)
+            while queues:  # the first message of each ticket, then the second of each...
+                await self.handle([queue.pop(0) for queue in queues])
+                queues = [queue for queue in queues if queue]
             if time.monotonic() >= overdue_due:
                 if raised := await asyncio.to_thread(self.spares.flag_overdue):
                     log.info("raised %d overdue spare-unit loans", raised)
                 overdue_due = time.monotonic() + self.overdue_every
 
-    async def _handle_in_order(self, messages: list[Msg]) -> None:
-        async with self._working:
-            for message in messages:
-                await self.handle(message)
-
-    async def handle(self, message: Msg) -> None:
-        event = json.loads(message.data)
-        ticket_id, version, kind = UUID(event["subject"]), int(event["sequence"]), event["type"]
-        correlation_id = event.get("correlationid") or f"dispatch:{ticket_id}:{version}"
+    async def handle(self, batch: list[tuple[Msg, Reaction]]) -> None:
+        """React to messages of different tickets together; ack each one whose reaction is
+        recorded, nak the others for a later delivery."""
+        reactions = [reaction for _, reaction in batch]
         try:
-            done = await asyncio.to_thread(self.dispatcher.react, ticket_id, version, kind, correlation_id)
-        except TicketNotFound:
-            done = "no such ticket in this store"  # nothing can ever be done about it
-        except Exception:  # noqa: BLE001 - not acknowledged, so not lost: JetStream delivers it again
-            log.exception("dispatch failed on %s v%d of %s; it will be delivered again", kind, version, ticket_id)
+            outcomes = await asyncio.to_thread(self.dispatcher.react_many, reactions)
+        except Exception as error:  # noqa: BLE001 - not acknowledged, so not lost: JetStream delivers them again
+            outcomes = {reaction.ticket_id: error for reaction in reactions}
+        await asyncio.gather(*(self._settle(message, reaction, outcomes[reaction.ticket_id]) for message, reaction in batch))
+
+    async def _settle(self, message: Msg, reaction: Reaction, outcome: str | Exception) -> None:
+        kind, version, ticket_id = reaction.event_type, reaction.version, reaction.ticket_id
+        if isinstance(outcome, TicketNotFound):
+            outcome = "no such ticket in this store"  # nothing can ever be done about it
+        if isinstance(outcome, Exception):
+            log.error("dispatch failed on %s v%d of %s; it will be delivered again", kind, version, ticket_id, exc_info=outcome)
             await message.nak(delay=REDELIVERY_DELAY_SECONDS)
             return
         await message.ack()
-        if done != "nothing to do":
-            log.info("%s v%d of %s: %s", kind, version, ticket_id, done)
+        if outcome != "nothing to do":
+            log.info("%s v%d of %s: %s", kind, version, ticket_id, outcome)
 
-
-def _by_ticket(messages: list[Msg]) -> list[list[Msg]]:
-    """The messages of one fetch, one queue per ticket, each in stream order."""
-    queues: dict[str, list[Msg]] = {}
-    for message in messages:
-        try:
-            ticket = json.loads(message.data)["subject"]
-        except (ValueError, KeyError, TypeError):
-            ticket = message.reply  # handled alone, where its fault is reported
-        queues.setdefault(ticket, []).append(message)
-    return list(queues.values())
+    @staticmethod
+    async def _by_ticket(messages: list[Msg]) -> list[list[tuple[Msg, Reaction]]]:
+        """The messages of one fetch with their reactions, one queue per ticket, each in
+        stream order."""
+        queues: dict[UUID, list[tuple[Msg, Reaction]]] = {}
+        for message in messages:
+            try:
+                event = json.loads(message.data)
+                ticket_id, version = UUID(event["subject"]), int(event["sequence"])
+                correlation_id = event.get("correlationid") or f"dispatch:{ticket_id}:{version}"
+                reaction = Reaction(ticket_id, version, event["type"], correlation_id)
+            except (ValueError, KeyError, TypeError):
+                # Not an event the relay published: delivering it again cannot help.
+                log.error("dispatch dropped a message that is not a ticket event: %r", message.data[:200])
+                await message.term()
+                continue
+            queues.setdefault(ticket_id, []).append((message, reaction))
+        return list(queues.values())

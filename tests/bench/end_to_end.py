@@ -114,7 +114,7 @@ async def latency(product: Product, store: EventStore, js: JetStreamContext, rat
     finally:
         await on_stream.stop()
         await armed.stop()
-    at = f"end to end at {rate:.0f} tickets/s ({outcome.ok:,} opened, {outcome.failed} failed): POST sent →"
+    at = f"end to end at {rate:.0f} tickets/s ({outcome.ok:,} opened, {outcome.failed} failed{outcome.why_failed()}): POST sent →"
     return [
         (f"{at} ticket.opened stored on JetStream", spread(outcome.opened, on_stream.first), "—", "—"),
         (f"{at} SLA deadline armed (SLA_TIMERS)", spread(outcome.opened, armed.first), "—", "—"),
@@ -132,7 +132,7 @@ async def throughput(product: Product, store: EventStore, js: JetStreamContext, 
     nobody = len(outcome.ids & decisions.nobody)
     return ("end to end: tickets dispatched/s, flooded (engineer_assigned recorded, first to last)",
             f"{dispatched:,.0f}/s ({len(instants):,} of {outcome.ok:,} opened assigned, {nobody} nobody available, "
-            f"{outcome.failed} failed POSTs)",
+            f"{outcome.failed} failed POSTs{outcome.why_failed()})",
             f"{outcome.rate:,.0f}/s opened, same tickets", f"{dispatched / outcome.rate:.0%}" if outcome.rate else "—")
 
 

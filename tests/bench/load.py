@@ -7,6 +7,7 @@ import itertools
 import json
 import subprocess
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from uuid import uuid4
@@ -22,7 +23,7 @@ def incident() -> dict:
 @dataclass
 class Outcome:
     ok: int = 0
-    failed: int = 0
+    failures: Counter[str] = field(default_factory=Counter)  # why: a status code or an exception's name
     latencies: list[float] = field(default_factory=list)
     # Each ticket opened, with the wall-clock instant its POST was sent (time.time(),
     # to compare with the instants JetStream and the store record).
@@ -34,6 +35,14 @@ class Outcome:
         return self.ok / self.elapsed if self.elapsed else 0.0
 
     @property
+    def failed(self) -> int:
+        return sum(self.failures.values())
+
+    def why_failed(self) -> str:
+        """"" when none failed, else " (502×2, ReadTimeout×1)"."""
+        return f" ({', '.join(f'{why}×{n}' for why, n in self.failures.most_common())})" if self.failures else ""
+
+    @property
     def ids(self) -> set[str]:
         return set(self.opened)
 
@@ -42,15 +51,15 @@ async def _open(client: httpx.AsyncClient, outcome: Outcome) -> None:
     sent, began = time.time(), time.perf_counter()
     try:
         response = await client.post("/v1/tickets", json=incident(), headers={"Idempotency-Key": uuid4().hex})
-    except httpx.HTTPError:
-        outcome.failed += 1
+    except httpx.HTTPError as error:
+        outcome.failures[type(error).__name__] += 1
         return
     outcome.latencies.append(time.perf_counter() - began)
     if response.status_code == 201:
         outcome.ok += 1
         outcome.opened[response.json()["id"]] = sent
     else:
-        outcome.failed += 1
+        outcome.failures[str(response.status_code)] += 1
 
 
 async def peak(api: str, headers: dict[str, str], clients: int, seconds: float, tickets: int | None = None) -> Outcome:

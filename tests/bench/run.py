@@ -215,10 +215,10 @@ async def main() -> None:
     rows += [
         ("raw store save rate (PostgreSQL)", f"{raw_save:,.0f} aggregates/s", "—", "—"),
         ("raw JetStream publish rate", f"{js_sequential:,.0f}/s each ack; {js_windowed:,.0f}/s windowed", "—", "—"),
-        ("intake peak, 64 httpx clients (the client shares the 2 cores)", f"{peak.rate:,.0f} tickets/s ({peak.ok:,} ok, {peak.failed} failed, {duplicates} duplicates)",
+        ("intake peak, 64 httpx clients (the client shares the 2 cores)", f"{peak.rate:,.0f} tickets/s ({peak.ok:,} ok, {peak.failed} failed{peak.why_failed()}, {duplicates} duplicates)",
          f"{raw_save:,.0f}/s raw save", ratio(peak.rate, raw_save)),
         ("intake latency at half peak", f"p50 {ms(load.percentile(half.latencies, .5))}, p99 {ms(load.percentile(half.latencies, .99))}"
-         f" ({half.ok:,} ok, {half.failed} failed)", "—", "—"),
+         f" ({half.ok:,} ok, {half.failed} failed{half.why_failed()})", "—", "—"),
         ("relay lag (recorded → JetStream)", f"p50 {ms(load.percentile(lags, .5))}, p99 {ms(load.percentile(lags, .99))}", "—", "—"),
         *e2e_rows,
         ("relay throughput (backlog)", f"{relayed:,.0f} events/s ({relay_count:,} events)",

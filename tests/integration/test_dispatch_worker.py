@@ -123,20 +123,20 @@ async def test_a_new_ticket_is_assigned_and_acknowledged(front: Intake, back: Di
 
 async def test_a_failed_reaction_is_delivered_again_and_recorded_once(front: Intake, back: Dispatch, nc: Client,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    react, failures = back.dispatcher.react, []
+    react_many, failures = back.dispatcher.react_many, []
 
-    def flaky(*arguments: Any) -> str:
+    def flaky(reactions: Any) -> Any:
         if not failures:
-            failures.append(arguments)
+            failures.extend(reactions)
             raise ConnectionError("database went away")
-        return react(*arguments)
+        return react_many(reactions)
 
-    monkeypatch.setattr(back.dispatcher, "react", flaky)
+    monkeypatch.setattr(back.dispatcher, "react_many", flaky)
     ticket = open_ticket(front)
     async with worker(back, nc):
         await Relay(front.desk.store, nc, STREAM).relay_available()
         assert await until(lambda: assignments(front, ticket)) == ["E-013"]
-    assert len(failures) == 1 and failures[0][2] == "ticket.opened"
+    assert len(failures) == 1 and failures[0].event_type == "ticket.opened"
 
 
 async def test_everything_delivered_again_records_nothing(front: Intake, back: Dispatch, nc: Client) -> None:
