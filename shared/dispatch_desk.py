@@ -101,7 +101,7 @@ class Dispatcher:
         return outcomes | {r.ticket_id: gave_up for r in waiting}
 
     def _decide(self, reactions: Sequence[Reaction]) -> tuple[dict[UUID, str | Exception], Workspace] | _Failed:
-        self.reads.refresh()
+        self.reads.refresh(units=False)  # one that lends a unit looks at the unit list then
         tickets = self.store.get_many([r.ticket_id for r in reactions])
         workspace = Workspace()
         done: dict[UUID, str | Exception] = {}
@@ -275,8 +275,10 @@ class _Staffing:
         """The resolution target breached on a P1/P2 fault: lend a unit of the device's model."""
         ticket = self.ticket
         model = ticket.device.get("model")
-        if (ticket.spare_units or not model or str(ticket.severity) not in self.rules.spare_severities
-                or not self.d.reads.units.stocks_model(model)):
+        if ticket.spare_units or not model or str(ticket.severity) not in self.rules.spare_severities:
+            return
+        self.d.reads.refresh()  # the unit list too (Dispatcher._decide caught up the engineers' only)
+        if not self.d.reads.units.stocks_model(model):
             return
         outcome, changed = self.d.spares.reserve_into(ticket, model, "resolution target breached", cause=self.cause,
                                                      actor=DISPATCH_ACTOR, correlation_id=self.correlation_id,

@@ -54,16 +54,18 @@ class ReadModels:
         self.engineers = EngineerListProjection(store, engine)
         self.units = SpareUnitListProjection(store, engine)
         self._lock = threading.Lock()  # the API's threads and the worker share one process
-        self._caught_up_to = -1
+        self._caught_up_to: dict[str, int] = {}
 
-    def refresh(self) -> None:
+    def refresh(self, *, units: bool = True) -> None:
+        """Catch up both lists, or only the engineers' for a caller that reads no unit (a
+        staffing decision, until it lends one): each look costs round trips to the
+        database, and under a storm those are most of a decision's time."""
         with self._lock:
-            # One cheap read when nothing was recorded since the last catch-up; else the
-            # bound both projections catch up to.
+            # One cheap read, and no look at a list that has seen everything up to it.
             latest = self.store.recorder.max_notification_id() or 0
-            if latest == self._caught_up_to:
-                return
-            for projection in (self.engineers, self.units):
+            for projection in (self.engineers, self.units) if units else (self.engineers,):
+                if self._caught_up_to.get(projection.name) == latest:
+                    continue
                 for attempt in range(1, CATCH_UP_ATTEMPTS + 1):
                     try:
                         while projection.catch_up(latest=latest):
@@ -77,7 +79,7 @@ class ReadModels:
                         if attempt == CATCH_UP_ATTEMPTS:
                             raise
                         log.info("catching up %s again after %s", projection.name, type(error).__name__)
-            self._caught_up_to = latest
+                self._caught_up_to[projection.name] = latest
 
 
 def save_retrying(store: EventStore, decide: Callable[[], tuple[T, Sequence[Aggregate]]]) -> T:
