@@ -45,6 +45,9 @@ class AggregateRows:
         # Saved position → a later one with none of our events in between (only ever
         # one entry: it holds for as long as the saved position is that one).
         self._passed: dict[int, int] = {}
+        # How far the rows reflect the log as of this process's last look: further than
+        # the saved position when that look found none of our events beyond it.
+        self.seen_up_to = 0
 
     def row(self, aggregate: Any) -> dict[str, Any]:
         raise NotImplementedError
@@ -69,6 +72,7 @@ class AggregateRows:
             reached = latest if len(notifications) < batch else notifications[-1].id
             if not notifications:
                 self._passed = {saved: reached}
+                self.seen_up_to = reached
                 return 0
             evolved: dict[UUID, Aggregate] = {}
             for notification in notifications:
@@ -76,6 +80,7 @@ class AggregateRows:
                 evolved[event.originator_id] = self._evolve(evolved.get(event.originator_id), event)
             conn.execute(self._upsert, [self.row(aggregate) for aggregate in evolved.values()])
             save_position(conn, self.name, reached)
+        self.seen_up_to = reached
         # Kept only once committed: a failed batch leaves nothing ahead of the saved position.
         for aggregate_id, aggregate in evolved.items():
             self._recent[aggregate_id] = aggregate

@@ -18,7 +18,7 @@ from sqlalchemy import JSON, Column, DateTime, Integer, String, Table, func, sel
 
 from shared.domain.webhook import TEXT_MAX, URL_MAX, SigningKey, Spec, Status, Webhook, spec_from_record
 from shared.projections.aggregate_rows import AggregateRows
-from shared.projections.tracking import metadata, read_position
+from shared.projections.tracking import metadata
 
 NAME = "webhook_subscriptions"
 
@@ -100,14 +100,12 @@ class WebhookSubscriptionsProjection(AggregateRows):
         return _row(webhook)
 
     def catch_up_fully(self) -> int:
-        """Apply everything recorded so far; returns the position reached."""
+        """Apply everything recorded so far; returns the position the rows reflect (beyond
+        the saved one when no subscription changed since: the notifier then need not look
+        again for events up to there)."""
         while self.catch_up():
             pass
-        return self.position()
-
-    def position(self) -> int:
-        with self.engine.connect() as conn:
-            return read_position(conn, self.name)
+        return self.seen_up_to
 
     def page(
         self, status: Status | None, limit: int, offset: int, *, within: frozenset[str] | None = None

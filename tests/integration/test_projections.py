@@ -228,3 +228,22 @@ def test_a_rebuilt_projection_equals_the_live_one(service: Intake, dispatching: 
     for name, projection in rebuilt.items():
         assert rebuild(projection) > 0
         assert rows(projection) == before[name], name
+
+
+def test_the_subscription_list_says_how_far_it_has_seen_past_other_streams(service: Intake) -> None:
+    """The notifier matches an event only once its subscription list has seen the event's
+    position. A look that finds only other streams' events says how far it got (so the
+    notifier need not look again for them), and a subscription made after is still seen."""
+    webhooks = service.webhooks
+    webhooks.subscribe({"url": "http://127.0.0.1:9/hooks/a", "event_types": ["ticket.*"]}, actor=ADMIN, correlation_id="c")
+    subscriptions = WebhookSubscriptionsProjection(service.desk.store, service.ticket_list.engine)
+    subscribed = subscriptions.catch_up_fully()
+    service.desk.open(details=FAULT, token=None, actor=ADMIN, correlation_id="c")  # other streams' events
+    latest = service.desk.store.recorder.max_notification_id() or 0
+    assert latest > subscribed
+    assert subscriptions.catch_up_fully() == latest
+
+    webhooks.subscribe({"url": "http://127.0.0.1:9/hooks/b", "event_types": ["ticket.*"]}, actor=ADMIN, correlation_id="c")
+    assert subscriptions.catch_up_fully() == service.desk.store.recorder.max_notification_id()
+    assert sorted(s.spec.url for s in subscriptions.everything().values()) == [
+        "http://127.0.0.1:9/hooks/a", "http://127.0.0.1:9/hooks/b"]
