@@ -280,11 +280,10 @@ class _Staffing:
         self.d.reads.refresh()  # the unit list too (Dispatcher._decide caught up the engineers' only)
         if not self.d.reads.units.stocks_model(model):
             return
-        outcome, changed = self.d.spares.reserve_into(ticket, model, "resolution target breached", cause=self.cause,
-                                                     actor=DISPATCH_ACTOR, correlation_id=self.correlation_id,
-                                                     within=self.workspace)
-        for aggregate in changed:
-            self.workspace.hold(aggregate)
+        # The ticket and the unit it changes are the workspace's already, saved with the batch.
+        outcome, _ = self.d.spares.reserve_into(ticket, model, "resolution target breached", cause=self.cause,
+                                                actor=DISPATCH_ACTOR, correlation_id=self.correlation_id,
+                                                within=self.workspace)
         self.done.append(outcome.detail)
 
     # -- helpers -----------------------------------------------------------------------

@@ -54,7 +54,6 @@ class ReadModels:
         self.engineers = EngineerListProjection(store, engine)
         self.units = SpareUnitListProjection(store, engine)
         self._lock = threading.Lock()  # the API's threads and the worker share one process
-        self._caught_up_to: dict[str, int] = {}
 
     def refresh(self, *, units: bool = True) -> None:
         """Catch up both lists, or only the engineers' for a caller that reads no unit (a
@@ -64,7 +63,7 @@ class ReadModels:
             # One cheap read, and no look at a list that has seen everything up to it.
             latest = self.store.recorder.max_notification_id() or 0
             for projection in (self.engineers, self.units) if units else (self.engineers,):
-                if self._caught_up_to.get(projection.name) == latest:
+                if projection.seen_up_to == latest:
                     continue
                 for attempt in range(1, CATCH_UP_ATTEMPTS + 1):
                     try:
@@ -79,7 +78,6 @@ class ReadModels:
                         if attempt == CATCH_UP_ATTEMPTS:
                             raise
                         log.info("catching up %s again after %s", projection.name, type(error).__name__)
-                self._caught_up_to[projection.name] = latest
 
 
 def save_retrying(store: EventStore, decide: Callable[[], tuple[T, Sequence[Aggregate]]]) -> T:
