@@ -63,12 +63,9 @@ class ReadModels:
             # One cheap read, and no look at a list that has seen everything up to it.
             latest = self.store.recorder.max_notification_id() or 0
             for projection in (self.engineers, self.units) if units else (self.engineers,):
-                if projection.seen_up_to == latest:
-                    continue
                 for attempt in range(1, CATCH_UP_ATTEMPTS + 1):
                     try:
-                        while projection.catch_up(latest=latest):
-                            pass
+                        projection.catch_up_to(latest)
                         break
                     except (IntegrityError, OperationalError) as error:
                         # Another dispatch instance wrote the same rows or position at the

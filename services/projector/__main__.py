@@ -9,6 +9,7 @@ import threading
 
 from shared.process import announce_ready
 from shared.projections.contract_list import ContractListProjection
+from shared.projections.following import catch_up_together
 from shared.projections.key_list import KeyListProjection
 from shared.projections.sla_compliance import SlaComplianceProjection
 from shared.projections.ticket_list import TicketListProjection
@@ -38,8 +39,7 @@ def main() -> None:
     logging.getLogger(__name__).info("following the event store into %s", ", ".join(p.name for p in projections))
     announce_ready(settings)
     while not stop.is_set():
-        # Every projection catches up on each pass (sum, not any: no short-circuit).
-        if not sum(projection.catch_up() for projection in projections):
+        if not catch_up_together(store, projections):
             stop.wait(IDLE_POLL_SECONDS)
     store.close()
     engine.dispose()

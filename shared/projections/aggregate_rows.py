@@ -89,6 +89,13 @@ class AggregateRows:
             self._recent.popitem(last=False)
         return len(notifications)
 
+    def catch_up_to(self, latest: int, batch: int = 500) -> None:
+        """Apply every event of ours up to position `latest` (the log's end, just read),
+        a batch at a time. It stops once the rows have seen that far, without another
+        look only to find nothing left: a dispatch decision pays every look."""
+        while self.seen_up_to < latest:
+            self.catch_up(batch, latest=latest)
+
     def _evolve(self, aggregate: Aggregate | None, event: Aggregate.Event) -> Aggregate:
         # The batch may start in the middle of a stream: carry on from the state a recent
         # batch left, or else the stored state before this event.

@@ -103,8 +103,7 @@ class WebhookSubscriptionsProjection(AggregateRows):
         """Apply everything recorded so far; returns the position the rows reflect (beyond
         the saved one when no subscription changed since: the notifier then need not look
         again for events up to there)."""
-        while self.catch_up():
-            pass
+        self.catch_up_to(self.store.recorder.max_notification_id() or 0)
         return self.seen_up_to
 
     def page(

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 import shared.projections
 from services.dispatch.wiring import Dispatch
@@ -23,11 +23,12 @@ from shared.domain.ticket import Severity, Ticket
 from shared.projections.aggregate_rows import AggregateRows
 from shared.projections.contract_list import ContractListProjection
 from shared.projections.engineer_list import EngineerListProjection
+from shared.projections.following import catch_up_together
 from shared.projections.key_list import KeyListProjection
 from shared.projections.rebuild import rebuild
 from shared.projections.sla_compliance import SlaComplianceProjection
 from shared.projections.spare_unit_list import SpareUnitListProjection
-from shared.projections.ticket_list import TicketListProjection
+from shared.projections.ticket_list import TicketFilter, TicketListProjection
 from shared.projections.webhook_subscriptions import WebhookSubscriptionsProjection
 from shared.settings import ROOT, Settings
 from tests.integration.test_dispatch_api import Reactions
@@ -247,3 +248,46 @@ def test_the_subscription_list_says_how_far_it_has_seen_past_other_streams(servi
     assert subscriptions.catch_up_fully() == service.desk.store.recorder.max_notification_id()
     assert sorted(s.spec.url for s in subscriptions.everything().values()) == [
         "http://127.0.0.1:9/hooks/a", "http://127.0.0.1:9/hooks/b"]
+
+
+def test_the_projector_asks_nothing_of_a_read_model_that_has_seen_the_whole_log(service: Intake) -> None:
+    """One pass of the projector reads where the log ends; a read model that has seen up
+    to there runs no statement, and one that has not applies what is new, in batches."""
+    store, engine = service.desk.store, service.ticket_list.engine
+    projections = [TicketListProjection(store, engine), KeyListProjection(store, engine)]
+    statements: list[str] = []
+    event.listen(engine, "before_cursor_execute", lambda _c, _k, sql, *_: statements.append(sql))
+    while catch_up_together(store, projections):
+        pass
+    statements.clear()
+
+    assert catch_up_together(store, projections) == 0
+    assert statements == []
+
+    opened = [service.desk.open(details=FAULT, token=None, actor=ADMIN, correlation_id="c").ticket for _ in range(3)]
+    assert catch_up_together(store, projections) == 0  # fewer new events than a batch: all applied in one pass
+    assert statements
+    with engine.connect() as conn:
+        numbers = conn.scalars(select(TicketListProjection.table.c.number).where(
+            TicketListProjection.table.c.id.in_([str(t.id) for t in opened]))).all()
+    assert sorted(numbers) == sorted(t.number for t in opened)
+    statements.clear()
+    assert catch_up_together(store, projections) == 0
+    assert statements == []
+
+
+def test_a_catch_up_to_the_log_end_stops_once_seen_without_another_look(service: Intake) -> None:
+    """Dispatch catches its engineer list up to the log's end before every decision: the
+    events up to there are applied, and nothing more is asked once they are."""
+    store, engine = service.desk.store, service.ticket_list.engine
+    tickets = TicketListProjection(store, engine)
+    opened = service.desk.open(details=FAULT, token=None, actor=ADMIN, correlation_id="c").ticket
+    statements: list[str] = []
+    event.listen(engine, "before_cursor_execute", lambda _c, _k, sql, *_: statements.append(sql))
+    latest = store.recorder.max_notification_id() or 0
+    tickets.catch_up_to(latest, batch=1)  # several batches
+    assert tickets.seen_up_to == latest
+    assert tickets.query(TicketFilter(ids=frozenset({str(opened.id)})))[1] == 1
+    statements.clear()
+    tickets.catch_up_to(latest)
+    assert statements == []
