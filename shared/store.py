@@ -105,8 +105,15 @@ def surviving_start_race(make: Callable[[], T]) -> T:
     return make()  # the last try: its error, if any, is the answer
 
 
-def open_store(database_url: str) -> EventStore:
+def open_store(database_url: str, *, cached: int = 0) -> EventStore:
+    """`cached`: how many aggregates to keep in memory once read. A cached aggregate is
+    read again as its events since (one query, those events decoded), so it is never
+    stale, and handed out as a copy, so a command that fails leaves the cache as it was.
+    For streams read over and over that only grow (an engineer takes every ticket on
+    its own stream): without it, each read decodes the whole history."""
     env = persistence_env(database_url)
+    if cached:
+        env["AGGREGATE_CACHE_MAXSIZE"] = str(cached)
     if "POSTGRES_SCHEMA" in env:
         surviving_start_race(lambda: _ensure_schema(env))
     return surviving_start_race(lambda: EventStore(env=env))

@@ -25,6 +25,9 @@ from shared.sla.policy import load_policy
 from shared.store import open_store
 
 FILE_ACTOR = {"kind": "service", "id": "dispatch-files"}
+# Engineers and spare units, read at every decision: more than a large service
+# organisation has of both (the tickets it reads are read in bulk, past the cache).
+CACHED_AGGREGATES = 20_000
 
 
 
@@ -69,7 +72,7 @@ def dispatch(settings: Settings, *, clock: Clock | None = None) -> Dispatch:
     file loaded again unchanged records nothing)."""
     database_url = settings.resolved_database_url()
     clock = clock or clock_for(settings)
-    store = open_store(database_url)
+    store = open_store(database_url, cached=CACHED_AGGREGATES)
     rules = load_rules(settings.engineers_file, settings.spare_units_file, load_policy(settings.policy_file))
     tickets = TicketDesk(store, clock, settings.time_zone)
     reads = ReadModels(store, read_engine(database_url))

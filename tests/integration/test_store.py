@@ -49,3 +49,27 @@ def test_many_streams_read_in_one_go_are_each_as_it_stands(database_url: str) ->
         assert store.get_many([]) == {} and store.last_versions([]) == {}
     finally:
         store.close()
+
+
+def test_a_cached_aggregate_is_read_as_it_stands_after_another_process_moved_it(database_url: str) -> None:
+    """Dispatch keeps engineers and units in memory: a read after another process (here
+    a second store) recorded an event gives the aggregate with that event, and a
+    command that changed a copy it was handed, then failed, leaves the cache as it was."""
+    cached, other = open_store(database_url, cached=10), open_store(database_url)
+    try:
+        desk = TicketDesk(other, SystemClock())
+        ticket = desk.open(details=DETAILS, token=None, actor=ACTOR, correlation_id="c").ticket
+        first = cached.repository.get(ticket.id)
+        assert cached.repository.cache.get(ticket.id).version == first.version  # kept (KeyError if not)
+
+        moved = desk.get(ticket.id)
+        moved.acknowledge(plan="on it", at=SystemClock().now(), actor=ACTOR, correlation_id="c")
+        other.save(moved)
+        again = cached.repository.get(ticket.id)
+        assert (again.version, again.status) == (first.version + 1, "acknowledged")
+
+        again.comment(text="never saved", public=False, at=SystemClock().now(), actor=ACTOR, correlation_id="c")
+        assert cached.repository.get(ticket.id).version == first.version + 1
+    finally:
+        cached.close()
+        other.close()
