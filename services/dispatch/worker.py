@@ -25,13 +25,16 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from shared.dispatch_desk import Dispatcher, Reaction
+from shared.dispatch_desk import RELEASING, STAFFING, Dispatcher, Reaction
 from shared.dispatch_spares import SpareLogistics
 from shared.domain.errors import TicketNotFound
 
 log = logging.getLogger(__name__)
 
-TICKET_EVENTS = "events.ticket.>"
+# Only the events dispatch reacts to: each of a ticket's other events (its SLA
+# commitment, comments, acknowledgement...) would cost a delivery, a decode and an ack
+# for nothing to do, and hold up the next fetch by a round of its own.
+REACTED_TO = tuple(f"events.{kind}" for kind in sorted(STAFFING | RELEASING))
 FETCH_BATCH = 64
 FETCH_WAIT_SECONDS = 0.5
 ACK_WAIT_SECONDS = 30.0
@@ -60,14 +63,15 @@ class DispatchWorker:
         self.overdue_every = overdue_every
 
     async def run(self, stop: asyncio.Event) -> None:
-        subscription = await self.js.pull_subscribe(
-            TICKET_EVENTS, durable=self.durable, stream=self.stream,
-            config=ConsumerConfig(
-                ack_policy=AckPolicy.EXPLICIT, ack_wait=ACK_WAIT_SECONDS, deliver_policy=DeliverPolicy.ALL,
-                max_deliver=-1,
-            ),
-        )
-        log.info("dispatch consuming %s from stream %s as %s", TICKET_EVENTS, self.stream, self.durable)
+        # Creating the consumer as it stands changes nothing, so every instance does it
+        # at start; one made by an earlier version with another filter takes this one,
+        # keeping its place in the stream.
+        await self.js.add_consumer(self.stream, ConsumerConfig(
+            name=self.durable, durable_name=self.durable, filter_subjects=list(REACTED_TO),
+            ack_policy=AckPolicy.EXPLICIT, ack_wait=ACK_WAIT_SECONDS, deliver_policy=DeliverPolicy.ALL, max_deliver=-1,
+        ))
+        subscription = await self.js.pull_subscribe_bind(durable=self.durable, stream=self.stream)
+        log.info("dispatch consuming %s from stream %s as %s", ", ".join(REACTED_TO), self.stream, self.durable)
         overdue_due = time.monotonic()
         while not stop.is_set():
             try:

@@ -15,14 +15,17 @@ from typing import Any
 
 import pytest
 from nats.aio.client import Client
+from nats.js.api import AckPolicy, ConsumerConfig
 from nats.js.errors import NotFoundError
 
 from services.dispatch.wiring import Dispatch, dispatch
-from services.dispatch.worker import DispatchWorker
+from services.dispatch.worker import REACTED_TO, DispatchWorker
 from services.relay.worker import Relay
 from shared.bootstrap import Intake, intake
 from shared.bus import connect, ensure_event_stream
 from shared.clock import FakeClock
+from shared.domain.ticket import Ticket
+from shared.event_format import subject
 from shared.settings import ROOT, Settings
 
 pytestmark = pytest.mark.nats
@@ -119,6 +122,29 @@ async def test_a_new_ticket_is_assigned_and_acknowledged(front: Intake, back: Di
         await until(lambda: consumer_idle(nc, "dispatch"))
     assigned = front.desk.history(ticket)[-1]
     assert assigned.correlation_id == "worker-test"  # the reaction carries the story's correlation id
+
+
+async def test_the_consumer_takes_only_the_events_dispatch_reacts_to(front: Intake, back: Dispatch, nc: Client) -> None:
+    """A ticket's SLA commitment (and any other event dispatch does nothing with) is never
+    delivered to it; a consumer an earlier version made for every ticket event is
+    narrowed at start and keeps its place."""
+    js = nc.jetstream()
+    await js.add_consumer(STREAM, ConsumerConfig(name="dispatch", durable_name="dispatch", filter_subject="events.ticket.>",
+                                                 ack_policy=AckPolicy.EXPLICIT))
+    ticket = open_ticket(front)
+    await Relay(front.desk.store, nc, STREAM).relay_available()  # ticket.opened, then ticket.sla_committed
+    async with worker(back, nc):
+        assert await until(lambda: assignments(front, ticket)) == ["E-013"]
+        await until(lambda: consumer_idle(nc, "dispatch"))
+    info = await js.consumer_info(STREAM, "dispatch")
+    assert info.delivered.consumer_seq == 1  # the opening only
+    ticket_subjects = {subject(object.__new__(kind)) for kind in _kinds(Ticket.Event)}
+    assert set(info.config.filter_subjects or []) == set(REACTED_TO) and set(REACTED_TO) <= ticket_subjects
+    assert "events.ticket.opened" in REACTED_TO and "events.ticket.sla_committed" not in REACTED_TO
+
+
+def _kinds(base: type) -> set[type]:
+    return {kind for sub in base.__subclasses__() for kind in {sub} | _kinds(sub)}
 
 
 async def test_a_failed_reaction_is_delivered_again_and_recorded_once(front: Intake, back: Dispatch, nc: Client,
