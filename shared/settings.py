@@ -30,6 +30,11 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     dispatch_port: int = 8081
+    http_keep_alive: int = Field(
+        75, ge=1, description="Seconds the APIs keep an idle connection open. Longer than clients keep theirs "
+        "(httpx: 5 s), so a client never sends on a connection the server is closing at that moment: the "
+        "request would be lost to it as a read error.",
+    )
     policy_file: Path = Field(ROOT / "deploy" / "policy.toml", description="The SLA policy (calendars, targets).")
     contracts_file: Path | None = Field(None, description="Contracts loaded (upserted) at start, e.g. deploy/contracts.toml.")
     time_zone: str = Field("Asia/Shanghai", description="Local zone for ticket numbers' year.")

@@ -21,6 +21,7 @@ from services.dispatch.wiring import Dispatch, dispatch
 from services.dispatch.worker import DispatchWorker
 from shared.bus import ensure_event_stream
 from shared.process import run_loop, with_nats
+from shared.serving import server_options
 from shared.settings import Settings
 
 log = logging.getLogger("services.dispatch")
@@ -39,7 +40,7 @@ async def consume(parts: Dispatch, settings: Settings, stop: asyncio.Event) -> N
 
 
 async def serve(parts: Dispatch, settings: Settings) -> None:
-    server = uvicorn.Server(uvicorn.Config(parts.app, host=settings.http_host, port=settings.dispatch_port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(parts.app, **server_options(settings, settings.dispatch_port)))
     stop = asyncio.Event()
     worker = asyncio.create_task(consume(parts, settings, stop))
     # A worker that dies takes the API with it, so the process exits and is seen to.

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 import uvicorn
 
 from shared.bootstrap import intake
+from shared.serving import server_options
 from shared.settings import Settings
 
 
@@ -27,7 +28,7 @@ def main() -> None:
     ready = (lambda: {"nats": nats_reachable(nats_url)}) if nats_url else (lambda: {})
     service = intake(settings, ready=ready)
     try:
-        uvicorn.run(service.app, host=settings.http_host, port=settings.http_port, log_level="warning")
+        uvicorn.run(service.app, **server_options(settings, settings.http_port))
     finally:
         service.close()
 
