@@ -24,6 +24,7 @@ from shared.projections.tracking import metadata, read_position, save_position
 from shared.store import EventStore, surviving_start_race
 
 RECENT = 10_000  # aggregates kept between batches
+LIVE_BATCH = 500  # events a catch-up applies at most in one transaction
 
 
 class AggregateRows:
@@ -52,7 +53,7 @@ class AggregateRows:
     def row(self, aggregate: Any) -> dict[str, Any]:
         raise NotImplementedError
 
-    def catch_up(self, batch: int = 500, *, latest: int | None = None) -> int:
+    def catch_up(self, batch: int = LIVE_BATCH, *, latest: int | None = None) -> int:
         """Apply the next batch of the aggregate's events; returns how many it applied
         (0: caught up with everything recorded when it looked). `latest`: the log's last
         position, when the caller has just read it."""
@@ -89,7 +90,7 @@ class AggregateRows:
             self._recent.popitem(last=False)
         return len(notifications)
 
-    def catch_up_to(self, latest: int, batch: int = 500) -> None:
+    def catch_up_to(self, latest: int, batch: int = LIVE_BATCH) -> None:
         """Apply every event of ours up to position `latest` (the log's end, just read),
         a batch at a time. It stops once the rows have seen that far, without another
         look only to find nothing left: a dispatch decision pays every look."""

@@ -79,8 +79,9 @@ async def quiet_then_last_seq(nats_url: str) -> int:
     stream's last sequence."""
     client = await nats.connect(nats_url)
     try:
-        await end_to_end.quiet(client.jetstream())
-        return (await client.jetstream().stream_info("EVENTS")).state.last_seq
+        js = client.jetstream()
+        await end_to_end.quiet(js)
+        return (await js.stream_info("EVENTS")).state.last_seq
     finally:
         await client.close()
 
