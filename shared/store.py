@@ -6,7 +6,8 @@ on SQLite by default or PostgreSQL in production.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 from uuid import UUID, uuid5
 
@@ -114,12 +115,25 @@ def open_store(database_url: str, *, cached: int = 0) -> EventStore:
     env = persistence_env(database_url)
     if cached:
         env["AGGREGATE_CACHE_MAXSIZE"] = str(cached)
-    if "POSTGRES_SCHEMA" in env:
-        surviving_start_race(lambda: _ensure_schema(env))
-    return surviving_start_race(lambda: EventStore(env=env))
+    if "POSTGRES_SCHEMA" not in env:
+        return surviving_start_race(lambda: EventStore(env=env))
+    with _one_starter_at_a_time(env) as conn:
+        conn.execute(SQL("CREATE SCHEMA IF NOT EXISTS {}").format(Identifier(env["POSTGRES_SCHEMA"])))
+        return EventStore(env=env)
 
 
-def _ensure_schema(env: dict[str, str]) -> None:
+# Any fixed number: the PostgreSQL advisory lock every process takes while it creates
+# the store's or a projection's tables.
+START_LOCK = 0x7469636B
+
+
+@contextmanager
+def _one_starter_at_a_time(env: dict[str, str]) -> Iterator[psycopg.Connection[Any]]:
+    """A connection holding PostgreSQL's advisory lock for starting up, released when
+    it closes. Processes starting together on a fresh database would each create the
+    same schema, tables, indexes and functions; PostgreSQL's catalogue lets only one
+    do so at a time ("tuple concurrently updated" for the others), and retrying in
+    step loses again. Taking turns makes the first create and the rest find it made."""
     with psycopg.connect(
         dbname=env["POSTGRES_DBNAME"],
         host=env["POSTGRES_HOST"],
@@ -128,7 +142,8 @@ def _ensure_schema(env: dict[str, str]) -> None:
         password=env["POSTGRES_PASSWORD"] or None,
         autocommit=True,
     ) as conn:
-        conn.execute(psycopg.sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(psycopg.sql.Identifier(env["POSTGRES_SCHEMA"])))
+        conn.execute("SELECT pg_advisory_lock(%s)", [START_LOCK])
+        yield conn
 
 
 def event_id(originator_id: UUID, version: int) -> UUID:

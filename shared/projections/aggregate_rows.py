@@ -20,8 +20,8 @@ from eventsourcing.utils import get_topic
 from sqlalchemy import Engine, Table
 from sqlalchemy.dialects import postgresql, sqlite
 
-from shared.projections.tracking import metadata, read_position, save_position
-from shared.store import EventStore, surviving_start_race
+from shared.projections.tracking import create_tables, read_position, save_position
+from shared.store import EventStore
 
 RECENT = 10_000  # aggregates kept between batches
 LIVE_BATCH = 500  # events a catch-up applies at most in one transaction
@@ -36,7 +36,7 @@ class AggregateRows:
     def __init__(self, store: EventStore, engine: Engine) -> None:
         self.store = store
         self.engine = engine
-        surviving_start_race(lambda: metadata.create_all(engine))
+        create_tables(engine)
         insert = (postgresql if engine.dialect.name == "postgresql" else sqlite).insert(self.table)
         self._upsert = insert.on_conflict_do_update(
             index_elements=[self.key], set_={c.name: insert.excluded[c.name] for c in self.table.c if c.name != self.key}

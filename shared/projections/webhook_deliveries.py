@@ -18,8 +18,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from sqlalchemy import Column, DateTime, Engine, Float, Index, Integer, String, Table, bindparam, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from shared.projections.tracking import metadata
-from shared.store import surviving_start_race
+from shared.projections.tracking import create_tables, metadata
 from shared.projections.webhook_subscriptions import utc
 
 ERROR_MAX = 500
@@ -137,7 +136,7 @@ def _maybe_utc(value: datetime | None) -> datetime | None:
 class DeliveryLog:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        surviving_start_race(lambda: metadata.create_all(engine, tables=[deliveries, attempts]))
+        create_tables(engine, [deliveries, attempts])
         self._insert = (postgresql if engine.dialect.name == "postgresql" else sqlite).insert
 
     # -- written by the notifier ---------------------------------------------------

@@ -6,8 +6,13 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from uuid import uuid4
 
+from sqlalchemy import inspect
+
 from shared.clock import SystemClock
 from shared.desk import TicketDesk
+from shared.projections.engineer_list import EngineerListProjection
+from shared.projections.webhook_deliveries import DeliveryLog
+from shared.read_db import read_engine
 from shared.store import open_store
 
 DETAILS = {"severity": "P3", "category": "fault", "channel": "api", "customer": "C-1", "contract": None,
@@ -23,6 +28,24 @@ def test_many_starting_at_once_on_a_fresh_database_all_open_it(database_url: str
     finally:
         for store in stores:
             store.close()
+
+
+def test_many_projections_starting_at_once_all_make_their_tables(database_url: str) -> None:
+    store = open_store(database_url)
+    engines = [read_engine(database_url) for _ in range(8)]
+
+    def start(i: int) -> object:  # half a projector's, half a notifier's tables
+        return EngineerListProjection(store, engines[i]) if i % 2 else DeliveryLog(engines[i])
+
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(start, range(8)))
+        tables = set(inspect(engines[0]).get_table_names())
+        assert {"projection_positions", "engineer_list", "webhook_deliveries", "webhook_attempts"} <= tables
+    finally:
+        store.close()
+        for engine in engines:
+            engine.dispose()
 
 
 def test_many_streams_read_in_one_go_are_each_as_it_stands(database_url: str) -> None:
