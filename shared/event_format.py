@@ -3,10 +3,12 @@ and on NATS as a CloudEvents 1.0 structured JSON message."""
 from __future__ import annotations
 
 import re
+from functools import cache
 from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import DomainEventProtocol
+from eventsourcing.utils import resolve_topic
 from pydantic_core import to_jsonable_python
 
 from shared.store import event_id
@@ -22,12 +24,23 @@ def is_internal(event: DomainEventProtocol[UUID]) -> bool:
     return getattr(event, "internal", False)
 
 
+@cache
+def is_internal_topic(topic: str) -> bool:
+    """Whether events stored under `topic` are internal: known before decoding one."""
+    return getattr(resolve_topic(topic), "internal", False)
+
+
 def event_type(event: DomainEventProtocol[UUID]) -> str:
     """`Ticket.CustomerResponded` → `ticket.customer_responded`. A class may set `cloud_type`."""
-    explicit = getattr(event, "cloud_type", None)
+    return _type_name(type(event))
+
+
+@cache  # a name per event class, asked for several times per event relayed
+def _type_name(kind: type) -> str:
+    explicit = getattr(kind, "cloud_type", None)
     if explicit:
         return explicit
-    aggregate, _, name = type(event).__qualname__.rpartition(".")
+    aggregate, _, name = kind.__qualname__.rpartition(".")
     return f"{aggregate.lower()}.{_CAMEL.sub('_', name).lower()}"
 
 

@@ -33,7 +33,7 @@ from nats.js import JetStreamContext
 from psycopg import sql
 
 from shared.bus import CONTENT_TYPE, POSITION_HEADER, TRANSIENT_ERRORS, AckedPublisher
-from shared.event_format import cloud_event, is_internal, subject
+from shared.event_format import cloud_event, is_internal_topic, subject
 from shared.store import EventStore
 
 log = logging.getLogger(__name__)
@@ -82,6 +82,8 @@ class Relay:
         self.stream_name = stream_name
         self.window = window
         self._tail: _Tail | None = None  # None: read it from the stream before publishing
+        # The next window, read while this one's acks come back: (its start, the read).
+        self._ahead: tuple[int, asyncio.Future[tuple[list[_Outgoing], int]]] | None = None
 
     async def relay_available(self) -> int:
         """Publish everything now in the log; return how many events were published."""
@@ -104,6 +106,7 @@ class Relay:
                     log.info("relay to stream %s standing by: another relay holds the lock", self.stream_name)
                     standing_by = True
         finally:
+            await self._drop_read_ahead()  # the store closes after us: no read may be left running
             await gate.release()
             await self._publisher.close()
 
@@ -130,15 +133,31 @@ class Relay:
         try:
             if self._tail is None:
                 self._tail = await self._read_tail()
-            batch, last = await asyncio.to_thread(self._read, self._tail.position)
+            batch, last = await self._window_after(self._tail.position)
             if last == self._tail.position:
                 return None
+            # Reading and encoding the next window overlaps waiting for this one's acks.
+            self._ahead = (last, asyncio.ensure_future(asyncio.to_thread(self._read, last)))
             await self._publish(batch)
             self._tail = replace(self._tail, position=last)  # past trailing internal events too
             return len(batch)
         except RETRIED:
             self._tail = None  # the stream is the truth: read it again before retrying
             raise
+
+    async def _window_after(self, position: int) -> tuple[list[_Outgoing], int]:
+        """The window after `position`: the one read ahead if it starts there (it does
+        unless a publish failed), else read now."""
+        if self._ahead is not None and self._ahead[0] == position:
+            reading, self._ahead = self._ahead[1], None
+            return await reading
+        await self._drop_read_ahead()
+        return await asyncio.to_thread(self._read, position)
+
+    async def _drop_read_ahead(self) -> None:
+        if self._ahead is not None:
+            reading, self._ahead = self._ahead[1], None
+            await asyncio.gather(reading, return_exceptions=True)  # a thread can't be cancelled
 
     async def _read_tail(self) -> _Tail:
         state = (await self.js.stream_info(self.stream_name)).state
@@ -158,9 +177,9 @@ class Relay:
         notifications = self.store.recorder.select_notifications(after, self.window, inclusive_of_start=False)
         outgoing = []
         for notification in notifications:
-            event = self.store.decode(notification)
-            if is_internal(event):
+            if is_internal_topic(notification.topic):
                 continue
+            event = self.store.decode(notification)
             envelope = cloud_event(event, notification.id)
             body = json.dumps(envelope, ensure_ascii=False).encode()
             outgoing.append(_Outgoing(notification.id, subject(event), body, envelope["id"]))
@@ -179,11 +198,12 @@ class Relay:
                     "Nats-Expected-Last-Sequence": str(self._tail.seq + offset),
                 }
                 acks.append(await self._publisher.publish(outgoing.subject, outgoing.body, headers))
-            for outgoing, pending in zip(batch, acks):
-                ack = await asyncio.wait_for(pending, ACK_TIMEOUT_SECONDS)
-                if ack.duplicate or ack.seq != self._tail.seq + 1:
-                    raise StreamOutOfStep(f"event at position {outgoing.position} acknowledged as stream seq {ack.seq}")
-                self._tail = _Tail(position=outgoing.position, seq=ack.seq)
+            async with asyncio.timeout(ACK_TIMEOUT_SECONDS):  # one timer for the window, not one per ack
+                for outgoing, pending in zip(batch, acks):
+                    ack = await pending
+                    if ack.duplicate or ack.seq != self._tail.seq + 1:
+                        raise StreamOutOfStep(f"event at position {outgoing.position} acknowledged as stream seq {ack.seq}")
+                    self._tail = _Tail(position=outgoing.position, seq=ack.seq)
         finally:
             _abandon(acks)
 
