@@ -33,6 +33,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TypeVar
 from uuid import UUID, uuid4
 
 from nats.aio.msg import Msg
@@ -70,6 +71,9 @@ RETRY_DELAY_SECONDS = 1.0
 MAX_HOLD_SECONDS = 2 * LEAD_SECONDS
 _SETTLE_ATTEMPTS = 10
 
+A = TypeVar("A")
+R = TypeVar("R")
+
 # Failures worth retrying: NATS or the database unreachable, slow, or refusing.
 RETRIED = (*TRANSIENT_ERRORS, AlarmConflict)
 
@@ -94,11 +98,12 @@ class SlaClockWorker:
         self.events_stream = events_stream
         self.clock = clock
         self._asks: asyncio.Queue[_Ask] = asyncio.Queue()
+        # Each settler runs one store call at a time: a thread each is enough.
+        self._threads = ThreadPoolExecutor(SETTLERS, thread_name_prefix="settle")
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Consume both streams until `stop` is set."""
-        # Each settler runs one store call at a time: a thread each is enough.
-        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(SETTLERS, thread_name_prefix="settle"))
+        """Consume both streams until `stop` is set. Returns once no store call is left
+        running, so the caller may close the store."""
         events = await self._subscribe(self.events_stream, EVENTS_CONSUMER, TICKET_EVENTS)
         due = await self._subscribe(self.timers.stream, DUE_CONSUMER, DUE_SUBJECTS)
         log.info("keeping SLA time for stream %s with timers in %s", self.events_stream, self.timers.stream)
@@ -108,6 +113,12 @@ class SlaClockWorker:
         finally:
             for settler in settlers:
                 settler.cancel()
+            await asyncio.gather(*settlers, return_exceptions=True)
+            # A cancelled settler leaves its thread running the store call to the end.
+            await asyncio.to_thread(self._threads.shutdown)
+
+    async def _in_thread(self, call: Callable[[A], R], argument: A) -> R:
+        return await asyncio.get_running_loop().run_in_executor(self._threads, call, argument)
 
     async def _subscribe(self, stream: str, durable: str, subject: str) -> JetStreamContext.PullSubscription:
         # Creating a consumer that exists with this configuration changes nothing, so
@@ -164,7 +175,7 @@ class SlaClockWorker:
             asks.setdefault(ask.ticket_id, []).append(ask)
         try:
             correlation = {ticket_id: same[0].correlation_id or str(uuid4()) for ticket_id, same in asks.items()}
-            outcomes = await asyncio.to_thread(self.alarms.settle_many, correlation)
+            outcomes = await self._in_thread(self.alarms.settle_many, correlation)
             for ticket_id, outcome in outcomes.items():
                 if isinstance(outcome, Settled) and outcome.recorded:
                     log.info("ticket %s: recorded %s", ticket_id, ", ".join(outcome.recorded))
@@ -177,7 +188,7 @@ class SlaClockWorker:
                 if failure is not None:
                     outcomes[ticket_id] = failure
                     del settled[ticket_id]
-            versions = await asyncio.to_thread(self.alarms.versions, list(settled)) if settled else {}
+            versions = await self._in_thread(self.alarms.versions, list(settled)) if settled else {}
         except Exception as error:  # noqa: BLE001 - each handler hears it and answers its message
             for ask in batch:
                 _answer(ask, error)

@@ -19,7 +19,7 @@ from nats.js import JetStreamContext
 from services.relay.worker import Relay
 from services.sla_clock.alarms import Settled, SlaAlarms
 from services.sla_clock.timers import Timers, ensure_timer_stream
-from services.sla_clock.worker import SlaClockWorker
+from services.sla_clock.worker import FETCH_SECONDS, SlaClockWorker
 from shared.bootstrap import Intake, intake
 from shared.bus import connect, ensure_event_stream
 from shared.clock import FakeClock, SystemClock
@@ -333,6 +333,55 @@ async def test_a_relayed_p1_gets_its_warning_and_breach_within_a_second(database
     finally:
         stop.set()
         await asyncio.gather(*running)
+        await nc.close()
+        relay_store.close()
+        clock_store.close()
+        service.close()
+
+
+class SlowAlarms(SlaAlarms):
+    """The real alarms, with a store call outlasting the clock's noticing a stop (it
+    looks between fetches)."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.entered, self.finished = threading.Event(), threading.Event()
+
+    def settle_many(self, correlation: dict[UUID, str]) -> dict[UUID, Any]:
+        self.entered.set()
+        time.sleep(2.5 * FETCH_SECONDS)
+        outcomes = super().settle_many(correlation)
+        self.finished.set()
+        return outcomes
+
+
+async def test_a_stopped_clock_returns_only_once_its_store_calls_have_ended(database_url: str, nats_url: str) -> None:
+    """The process closes the store as soon as the clock returns: a settle still running
+    in a thread would use a closed store (on SQLite, a crash)."""
+    settings = Settings(
+        database_url=database_url, policy_file=POLICIES / "seconds.toml", contracts_file=POLICIES / "contracts.toml",
+    )
+    service = intake(settings)
+    relay_store, clock_store = open_store(database_url), open_store(database_url)
+    nc = await connect(nats_url)
+    js = nc.jetstream()
+    await ensure_event_stream(js, "EVENTS")
+    await ensure_timer_stream(js, "SLA_TIMERS")
+    clock = SystemClock()
+    alarms = SlowAlarms(clock_store, service.policy, clock)
+    worker = SlaClockWorker(alarms, Timers(js, "SLA_TIMERS"), js, "EVENTS", clock)
+    stop = asyncio.Event()
+    relay = asyncio.create_task(Relay(relay_store, nc, "EVENTS").run(stop))
+    clocking = asyncio.create_task(worker.run(stop))
+    try:
+        await asyncio.to_thread(open_ticket, service, contract="K-TEST-7X24")
+        assert await asyncio.to_thread(alarms.entered.wait, 10)
+        stop.set()
+        await asyncio.wait_for(clocking, 10)
+        assert alarms.finished.is_set()
+    finally:
+        stop.set()
+        await asyncio.gather(relay, clocking, return_exceptions=True)
         await nc.close()
         relay_store.close()
         clock_store.close()
