@@ -24,6 +24,7 @@ REPLAY_COLLECTION_THRESHOLDS = (50_000, 20, 100)
 
 def rebuild(projection: AggregateRows, *, batch: int = REBUILD_BATCH, progress: Progress | None = None) -> int:
     """Returns how many notifications were replayed."""
+    projection.store.refresh_statistics()
     with projection.engine.begin() as conn:
         conn.execute(projection.table.delete())
         save_position(conn, projection.name, 0)

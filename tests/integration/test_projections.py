@@ -12,13 +12,14 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import event, select
+from sqlalchemy import event, select, text
 
 import shared.projections
 from services.dispatch.wiring import Dispatch
 from services.intake.reports import reports_router
 from shared.bootstrap import Intake
 from shared.clock import FakeClock
+from shared.desk import TicketDesk
 from shared.domain.api_key import Role
 from shared.domain.ticket import Severity, Ticket
 from shared.projections.aggregate_rows import AggregateRows
@@ -31,7 +32,9 @@ from shared.projections.sla_compliance import SlaComplianceProjection
 from shared.projections.spare_unit_list import SpareUnitListProjection
 from shared.projections.ticket_list import TicketFilter, TicketListProjection
 from shared.projections.webhook_subscriptions import WebhookSubscriptionsProjection
+from shared.read_db import read_engine
 from shared.settings import ROOT, Settings
+from shared.store import open_store
 from tests.integration.test_dispatch_api import Reactions
 from tests.keys import bearer
 
@@ -233,6 +236,29 @@ def test_a_rebuilt_projection_equals_the_live_one(service: Intake, dispatching: 
         assert rows(projection) == before[name], name
     # A replay collects garbage less often while it runs, and leaves the process as it was.
     assert (gc.get_threshold(), gc.get_freeze_count()) == (thresholds, 0)
+
+
+def test_a_rebuild_on_postgresql_first_brings_the_planners_statistics_up_to_date(postgres_url: str, clock: FakeClock) -> None:
+    """Without statistics (after a bulk load, or with autovacuum off or behind), the
+    planner takes each batch's stretch of the log for a few rows and sorts all the rest
+    of the log for every batch instead of walking its index."""
+    store, engine = open_store(postgres_url), read_engine(postgres_url)
+    try:
+        for _ in range(3):
+            TicketDesk(store, clock).open(details=FAULT, token=None, actor=ADMIN, correlation_id="c")
+        schema = store.recorder.datastore.schema
+
+        def statistics() -> int:
+            with engine.connect() as conn:
+                return conn.scalar(text("SELECT count(*) FROM pg_stats WHERE schemaname = :schema AND tablename = :table"),
+                                   {"schema": schema, "table": store.recorder.events_table_name})
+
+        assert statistics() == 0  # too few rows for autovacuum to have looked
+        assert rebuild(TicketListProjection(store, engine)) > 0
+        assert statistics() > 0
+    finally:
+        store.close()
+        engine.dispose()
 
 
 def test_the_subscription_list_says_how_far_it_has_seen_past_other_streams(service: Intake) -> None:
