@@ -2,20 +2,23 @@
 notification log, evolve each aggregate by its own events, upsert its row, and save
 the position in the same transaction (exactly-once).
 
-Three things keep a rebuild near the speed of reading the log: only the aggregate's own
+Four things keep a rebuild near the speed of reading the log: only the aggregate's own
 event types are read (the store filters by topic, so a dispatch process catching up
 its engineer list during a storm of tickets decodes no ticket event), the upsert is
-compiled once and run for a whole batch of rows at a time, and the aggregates evolved
+compiled once and run for a whole batch of rows at a time, the aggregates evolved
 by recent batches are kept (up to RECENT), so a stream whose events straddle batches
-is carried on from memory instead of replayed from the store.
+is carried on from memory instead of replayed from the store, and a replay reads the
+next batch in a thread while it applies this one (the read waits on the database).
 """
 from __future__ import annotations
 
 from collections import OrderedDict
+from concurrent.futures import Executor, Future
 from typing import Any, ClassVar
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import Notification
 from eventsourcing.utils import get_topic
 from sqlalchemy import Engine, Table
 from sqlalchemy.dialects import postgresql, sqlite
@@ -49,14 +52,18 @@ class AggregateRows:
         # How far the rows reflect the log as of this process's last look: further than
         # the saved position when that look found none of our events beyond it.
         self.seen_up_to = 0
+        # The batch after a full one, being read while that one is applied (a replay
+        # only): (its start, the read of (notifications, the log's end it stopped at)).
+        self._ahead: tuple[int, Future[tuple[list[Notification], int]]] | None = None
 
     def row(self, aggregate: Any) -> dict[str, Any]:
         raise NotImplementedError
 
-    def catch_up(self, batch: int = LIVE_BATCH, *, latest: int | None = None) -> int:
+    def catch_up(self, batch: int = LIVE_BATCH, *, latest: int | None = None, reader: Executor | None = None) -> int:
         """Apply the next batch of the aggregate's events; returns how many it applied
         (0: caught up with everything recorded when it looked). `latest`: the log's last
-        position, when the caller has just read it."""
+        position, when the caller has just read it. `reader`: a thread to read the next
+        batch in while this one is applied, when more batches are sure to follow."""
         with self.engine.begin() as conn:
             saved = read_position(conn, self.name)
             position = self._passed.get(saved, saved)
@@ -65,12 +72,10 @@ class AggregateRows:
             # seen and the next look starts there. With none of ours among them, that
             # is only remembered, not written: a dispatch process looks before every
             # decision, and a commit each time would cost more than the look.
-            if latest is None:
-                latest = self.store.recorder.max_notification_id() or 0
-            notifications = self.store.recorder.select_notifications(
-                position, batch, stop=latest, topics=self._topics, inclusive_of_start=False
-            )
+            notifications, latest = self._batch_after(position, batch, latest)
             reached = latest if len(notifications) < batch else notifications[-1].id
+            if reader is not None and len(notifications) == batch:
+                self._ahead = (reached, reader.submit(self._read_batch, reached, batch, None))
             if not notifications:
                 self._passed = {saved: reached}
                 self.seen_up_to = reached
@@ -89,6 +94,23 @@ class AggregateRows:
         while len(self._recent) > RECENT:
             self._recent.popitem(last=False)
         return len(notifications)
+
+    def _batch_after(self, position: int, batch: int, latest: int | None) -> tuple[list[Notification], int]:
+        """Our next `batch` events after `position`, up to `latest` (or the log's end as
+        of now), and that end: the batch read ahead if it starts there."""
+        if self._ahead is not None:
+            (start, reading), self._ahead = self._ahead, None
+            if start == position:
+                return reading.result()
+        return self._read_batch(position, batch, latest)
+
+    def _read_batch(self, position: int, batch: int, latest: int | None) -> tuple[list[Notification], int]:
+        if latest is None:
+            latest = self.store.recorder.max_notification_id() or 0
+        notifications = self.store.recorder.select_notifications(
+            position, batch, stop=latest, topics=self._topics, inclusive_of_start=False
+        )
+        return notifications, latest
 
     def catch_up_to(self, latest: int, batch: int = LIVE_BATCH) -> None:
         """Apply every event of ours up to position `latest` (the log's end, just read),

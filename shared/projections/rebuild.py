@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 from shared.projections.aggregate_rows import AggregateRows
@@ -35,8 +36,8 @@ def catch_up_all(projection: AggregateRows, *, batch: int = REBUILD_BATCH, progr
     """Apply every event the projection has not applied yet; returns how many
     notifications were read. `progress` hears the position reached after each batch."""
     replayed = 0
-    with _fewer_collections():
-        while read := projection.catch_up(batch):
+    with _fewer_collections(), ThreadPoolExecutor(1, thread_name_prefix="replay-read") as reader:
+        while read := projection.catch_up(batch, reader=reader):
             replayed += read
             if progress:
                 with projection.engine.connect() as conn:

@@ -27,7 +27,8 @@ from shared.projections.contract_list import ContractListProjection
 from shared.projections.engineer_list import EngineerListProjection
 from shared.projections.following import catch_up_together
 from shared.projections.key_list import KeyListProjection
-from shared.projections.rebuild import rebuild
+from shared.projections.rebuild import catch_up_all, rebuild
+from shared.projections.tracking import read_position
 from shared.projections.sla_compliance import SlaComplianceProjection
 from shared.projections.spare_unit_list import SpareUnitListProjection
 from shared.projections.ticket_list import TicketFilter, TicketListProjection
@@ -232,10 +233,41 @@ def test_a_rebuilt_projection_equals_the_live_one(service: Intake, dispatching: 
     assert rebuilt.keys() == before.keys()
     thresholds = gc.get_threshold()
     for name, projection in rebuilt.items():
-        assert rebuild(projection) > 0
+        assert rebuild(projection, batch=2) > 0  # many batches, each read while the one before is applied
         assert rows(projection) == before[name], name
     # A replay collects garbage less often while it runs, and leaves the process as it was.
     assert (gc.get_threshold(), gc.get_freeze_count()) == (thresholds, 0)
+
+
+def test_a_replay_that_fails_mid_way_carries_on_from_its_last_commit(service: Intake, clock: FakeClock) -> None:
+    """A replay reads each batch while the one before is applied: a batch that fails
+    leaves the batch read ahead of it unused, and the next catch-up starts again from
+    what was committed."""
+    worked_tickets(service, clock)
+    store, engine = service.desk.store, service.ticket_list.engine
+    whole = TicketListProjection(store, engine)
+    events = rebuild(whole, batch=2)
+    expected = rows(whole)
+    upserts = []
+
+    def third_upsert_fails(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.startswith("INSERT INTO ticket_list"):
+            upserts.append(statement)
+            if len(upserts) == 3:
+                raise RuntimeError("the database went away")
+
+    interrupted = TicketListProjection(store, engine)
+    event.listen(engine, "before_cursor_execute", third_upsert_fails)
+    try:
+        with pytest.raises(RuntimeError, match="went away"):
+            rebuild(interrupted, batch=2)
+    finally:
+        event.remove(engine, "before_cursor_execute", third_upsert_fails)
+    with engine.connect() as conn:
+        assert read_position(conn, interrupted.name) > 0  # two batches stayed committed
+
+    assert catch_up_all(interrupted, batch=2) == events - 2 * 2  # none skipped, none applied twice
+    assert rows(interrupted) == expected
 
 
 def test_a_rebuild_on_postgresql_first_brings_the_planners_statistics_up_to_date(postgres_url: str, clock: FakeClock) -> None:
