@@ -70,6 +70,13 @@ class _Outgoing:
     event_id: str
 
 
+@dataclass(frozen=True)
+class _Window:
+    events: list[_Outgoing]  # the public ones
+    last: int  # the last notification id read
+    full: bool  # as many read as asked for: more may be waiting
+
+
 class Relay:
     def __init__(self, store: EventStore, nc_or_js: Client | JetStreamContext, stream_name: str, *, window: int = 256) -> None:
         self.store = store
@@ -83,12 +90,13 @@ class Relay:
         self.window = window
         self._tail: _Tail | None = None  # None: read it from the stream before publishing
         # The next window, read while this one's acks come back: (its start, the read).
-        self._ahead: tuple[int, asyncio.Future[tuple[list[_Outgoing], int]]] | None = None
+        self._ahead: tuple[int, asyncio.Future[_Window]] | None = None
 
     async def relay_available(self) -> int:
         """Publish everything now in the log; return how many events were published."""
-        published = 0
-        while (count := await self._relay_window()) is not None:
+        published, more = 0, True
+        while more:
+            count, more = await self._relay_window()
             published += count
         return published
 
@@ -115,7 +123,8 @@ class Relay:
         backoff = RETRY_MIN_SECONDS
         while not stop.is_set():
             try:
-                if await self._relay_window() is None:
+                _, more = await self._relay_window()
+                if not more:  # a commit since the read has sent its notification: none is missed
                     await gate.wait_for_news(stop)
                 backoff = RETRY_MIN_SECONDS
             except RETRIED as error:
@@ -128,24 +137,23 @@ class Relay:
                 await gate.release()
                 return
 
-    async def _relay_window(self) -> int | None:
-        """Publish the next window of the log: how many were published, None if nothing new."""
+    async def _relay_window(self) -> tuple[int, bool]:
+        """Publish the next window of the log: how many were published, and whether more
+        may be waiting (the window was full)."""
         try:
             if self._tail is None:
                 self._tail = await self._read_tail()
-            batch, last = await self._window_after(self._tail.position)
-            if last == self._tail.position:
-                return None
-            # Reading and encoding the next window overlaps waiting for this one's acks.
-            self._ahead = (last, asyncio.ensure_future(asyncio.to_thread(self._read, last)))
-            await self._publish(batch)
-            self._tail = replace(self._tail, position=last)  # past trailing internal events too
-            return len(batch)
+            window = await self._window_after(self._tail.position)
+            if window.full:  # reading and encoding the next one overlaps waiting for this one's acks
+                self._ahead = (window.last, asyncio.ensure_future(asyncio.to_thread(self._read, window.last)))
+            await self._publish(window.events)
+            self._tail = replace(self._tail, position=window.last)  # past trailing internal events too
+            return len(window.events), window.full
         except RETRIED:
             self._tail = None  # the stream is the truth: read it again before retrying
             raise
 
-    async def _window_after(self, position: int) -> tuple[list[_Outgoing], int]:
+    async def _window_after(self, position: int) -> _Window:
         """The window after `position`: the one read ahead if it starts there (it does
         unless a publish failed), else read now."""
         if self._ahead is not None and self._ahead[0] == position:
@@ -172,8 +180,8 @@ class Relay:
             )
         return _Tail(position=int(position), seq=state.last_seq)
 
-    def _read(self, after: int) -> tuple[list[_Outgoing], int]:
-        """The next window's public events, and the last notification id read (runs in a thread)."""
+    def _read(self, after: int) -> _Window:
+        """The next window (runs in a thread)."""
         notifications = self.store.recorder.select_notifications(after, self.window, inclusive_of_start=False)
         outgoing = []
         for notification in notifications:
@@ -183,7 +191,7 @@ class Relay:
             envelope = cloud_event(event, notification.id)
             body = json.dumps(envelope, ensure_ascii=False).encode()
             outgoing.append(_Outgoing(notification.id, subject(event), body, envelope["id"]))
-        return outgoing, notifications[-1].id if notifications else after
+        return _Window(outgoing, notifications[-1].id if notifications else after, len(notifications) == self.window)
 
     async def _publish(self, batch: list[_Outgoing]) -> None:
         """Publish a window, then take the acks in order, advancing over the acknowledged prefix."""
