@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -295,21 +297,50 @@ def instant_plus(ticket: Ticket, **elapsed: float) -> datetime:
 # -- the worker, against a real nats-server and real time -----------------------------
 
 
-async def test_a_relayed_p1_gets_its_warning_and_breach_within_a_second(database_url: str, nats_url: str) -> None:
+@dataclass
+class Running:
+    service: Intake
+    alarms: SlaAlarms
+    js: JetStreamContext
+    stop: asyncio.Event
+    clocking: asyncio.Task[None]
+
+
+@asynccontextmanager
+async def relay_and_clock(
+    database_url: str, nats_url: str, alarms_kind: type[SlaAlarms] = SlaAlarms
+) -> AsyncIterator[Running]:
+    """Intake, a relay and an SLA clock on the seconds policy, on real NATS and the system
+    clock (NATS schedules run on real time); all stopped and closed afterwards."""
     settings = Settings(
         database_url=database_url, policy_file=POLICIES / "seconds.toml", contracts_file=POLICIES / "contracts.toml",
     )
-    service = intake(settings)  # the system clock: NATS schedules run on real time
+    service = intake(settings)
     relay_store, clock_store = open_store(database_url), open_store(database_url)
     nc = await connect(nats_url)
     js = nc.jetstream()
     await ensure_event_stream(js, "EVENTS")
     await ensure_timer_stream(js, "SLA_TIMERS")
     clock = SystemClock()
-    worker = SlaClockWorker(SlaAlarms(clock_store, service.policy, clock), Timers(js, "SLA_TIMERS"), js, "EVENTS", clock)
+    alarms = alarms_kind(clock_store, service.policy, clock)
+    worker = SlaClockWorker(alarms, Timers(js, "SLA_TIMERS"), js, "EVENTS", clock)
     stop = asyncio.Event()
-    running = [asyncio.create_task(Relay(relay_store, nc, "EVENTS").run(stop)), asyncio.create_task(worker.run(stop))]
+    relay = asyncio.create_task(Relay(relay_store, nc, "EVENTS").run(stop))
+    clocking = asyncio.create_task(worker.run(stop))
     try:
+        yield Running(service, alarms, js, stop, clocking)
+    finally:
+        stop.set()
+        await asyncio.gather(relay, clocking)
+        await nc.close()
+        relay_store.close()
+        clock_store.close()
+        service.close()
+
+
+async def test_a_relayed_p1_gets_its_warning_and_breach_within_a_second(database_url: str, nats_url: str) -> None:
+    async with relay_and_clock(database_url, nats_url) as running:
+        service = running.service
         # P1 in tests/policies/seconds.toml: response 4 s, on site 8 s; warnings at 50 %.
         ticket = await asyncio.to_thread(open_ticket, service, contract="K-TEST-7X24")
         escalated = await _poll(lambda: asyncio.to_thread(escalations, service, ticket), 10)
@@ -329,14 +360,7 @@ async def test_a_relayed_p1_gets_its_warning_and_breach_within_a_second(database
 
         # Cancelled: nothing more is owed, so the ticket's timer is gone from the stream.
         await asyncio.to_thread(act, service, ticket, "cancel", reason="误报")
-        await _poll(lambda: _timer_gone(js, ticket), 5)
-    finally:
-        stop.set()
-        await asyncio.gather(*running)
-        await nc.close()
-        relay_store.close()
-        clock_store.close()
-        service.close()
+        await _poll(lambda: _timer_gone(running.js, ticket), 5)
 
 
 class SlowAlarms(SlaAlarms):
@@ -358,34 +382,14 @@ class SlowAlarms(SlaAlarms):
 async def test_a_stopped_clock_returns_only_once_its_store_calls_have_ended(database_url: str, nats_url: str) -> None:
     """The process closes the store as soon as the clock returns: a settle still running
     in a thread would use a closed store (on SQLite, a crash)."""
-    settings = Settings(
-        database_url=database_url, policy_file=POLICIES / "seconds.toml", contracts_file=POLICIES / "contracts.toml",
-    )
-    service = intake(settings)
-    relay_store, clock_store = open_store(database_url), open_store(database_url)
-    nc = await connect(nats_url)
-    js = nc.jetstream()
-    await ensure_event_stream(js, "EVENTS")
-    await ensure_timer_stream(js, "SLA_TIMERS")
-    clock = SystemClock()
-    alarms = SlowAlarms(clock_store, service.policy, clock)
-    worker = SlaClockWorker(alarms, Timers(js, "SLA_TIMERS"), js, "EVENTS", clock)
-    stop = asyncio.Event()
-    relay = asyncio.create_task(Relay(relay_store, nc, "EVENTS").run(stop))
-    clocking = asyncio.create_task(worker.run(stop))
-    try:
-        await asyncio.to_thread(open_ticket, service, contract="K-TEST-7X24")
+    async with relay_and_clock(database_url, nats_url, SlowAlarms) as running:
+        alarms = running.alarms
+        assert isinstance(alarms, SlowAlarms)
+        await asyncio.to_thread(open_ticket, running.service, contract="K-TEST-7X24")
         assert await asyncio.to_thread(alarms.entered.wait, 10)
-        stop.set()
-        await asyncio.wait_for(clocking, 10)
+        running.stop.set()
+        await asyncio.wait_for(running.clocking, 10)
         assert alarms.finished.is_set()
-    finally:
-        stop.set()
-        await asyncio.gather(relay, clocking, return_exceptions=True)
-        await nc.close()
-        relay_store.close()
-        clock_store.close()
-        service.close()
 
 
 async def _timer_gone(js: JetStreamContext, ticket: Ticket) -> bool:
