@@ -6,7 +6,7 @@ on SQLite by default or PostgreSQL in production.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 from uuid import UUID, uuid5
@@ -19,16 +19,25 @@ from eventsourcing.persistence import IntegrityError as EventsourcingIntegrityEr
 from eventsourcing.persistence import InternalError as EventsourcingInternalError
 from eventsourcing.persistence import OperationalError as EventsourcingOperationalError
 from eventsourcing.persistence import ProgrammingError as EventsourcingProgrammingError
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.persistence import Notification, StoredEvent, Transcoder
 from eventsourcing.postgres import PostgresAggregateRecorder
 from eventsourcing.sqlite import SQLiteAggregateRecorder
 from psycopg.sql import SQL, Identifier
 
 from shared.settings import persistence_env
+from shared.stored_json import StoredJSON
+
+
+Share = tuple[int, int]  # (k, n): the k-th of n shares of the log's streams
 
 
 class EventStore(Application[UUID]):
     name = "Ticketing"
+
+    def construct_transcoder(self) -> Transcoder:
+        transcoder = StoredJSON()
+        self.register_transcodings(transcoder)
+        return transcoder
 
     def decode(self, stored: Any) -> DomainEventProtocol[UUID]:
         """A stored event or notification back to its domain event."""
@@ -64,6 +73,27 @@ class EventStore(Application[UUID]):
             with recorder.datastore.transaction(commit=True) as cursor:
                 cursor.execute(SQL("ANALYZE {}.{}").format(
                     Identifier(recorder.datastore.schema), Identifier(recorder.events_table_name)))
+
+    def select_share(self, start: int, limit: int, *, stop: int, topics: Sequence[str], share: Share) -> list[Notification]:
+        """Like the recorder's `select_notifications` (after `start`, up to `stop`, of
+        `topics`), keeping only the streams of one share of the log (PostgreSQL only):
+        share (k, n) holds the streams whose id's last byte is k modulo n, so n
+        processes replaying a share each see every stream exactly once, whole."""
+        recorder = self.recorder
+        assert isinstance(recorder, PostgresAggregateRecorder), "a share of the log is read on PostgreSQL only"
+        statement = SQL(
+            "SELECT * FROM {}.{} WHERE notification_id > %s AND notification_id <= %s AND topic = ANY(%s)"
+            " AND get_byte(uuid_send(originator_id), 15) %% %s = %s ORDER BY notification_id LIMIT %s"
+        ).format(Identifier(recorder.datastore.schema), Identifier(recorder.events_table_name))
+        part, parts = share
+        with recorder.datastore.transaction(commit=False) as cursor:
+            # The planner cannot tell how few rows the share's condition keeps and plans
+            # parallel workers for each batch: starting them cost more than the read.
+            cursor.execute("SET LOCAL max_parallel_workers_per_gather = 0")
+            cursor.execute(statement, [start, stop, list(topics), parts, part, limit], prepare=True)
+            return [Notification(id=row["notification_id"], originator_id=row["originator_id"],
+                                 originator_version=row["originator_version"], topic=row["topic"], state=bytes(row["state"]))
+                    for row in cursor.fetchall()]
 
     def _select_streams(self, ids: Collection[UUID]) -> list[StoredEvent]:
         rows = self._query_streams("originator_id, originator_version, topic, state",
@@ -132,6 +162,14 @@ def open_store(database_url: str, *, cached: int = 0) -> EventStore:
         return surviving_start_race(lambda: EventStore(env=env))
     with _one_starter_at_a_time(env) as conn:
         conn.execute(SQL("CREATE SCHEMA IF NOT EXISTS {}").format(Identifier(env["POSTGRES_SCHEMA"])))
+        return EventStore(env=env)
+
+
+def reopened(store: EventStore) -> EventStore:
+    """The same store with connections of its own, for a forked process: a child must
+    not talk over its parent's connections (PostgreSQL only)."""
+    env = dict(store.env)
+    with _one_starter_at_a_time(env):
         return EventStore(env=env)
 
 

@@ -8,23 +8,26 @@ its engineer list during a storm of tickets decodes no ticket event), the upsert
 compiled once and run for a whole batch of rows at a time, the aggregates evolved
 by recent batches are kept (up to RECENT), so a stream whose events straddle batches
 is carried on from memory instead of replayed from the store, and a replay reads the
-next batch in a thread while it applies this one (the read waits on the database).
+next batch and writes the last one in threads while it evolves this one (the read and
+the write wait on the database).
 """
 from __future__ import annotations
 
+import copy
 from collections import OrderedDict
-from concurrent.futures import Executor, Future
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, ClassVar
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import Notification
 from eventsourcing.utils import get_topic
-from sqlalchemy import Engine, Table
+from sqlalchemy import Connection, Engine, Table
 from sqlalchemy.dialects import postgresql, sqlite
 
 from shared.projections.tracking import create_tables, read_position, save_position
-from shared.store import EventStore
+from shared.store import EventStore, Share
 
 RECENT = 10_000  # aggregates kept between batches
 LIVE_BATCH = 500  # events a catch-up applies at most in one transaction
@@ -52,18 +55,15 @@ class AggregateRows:
         # How far the rows reflect the log as of this process's last look: further than
         # the saved position when that look found none of our events beyond it.
         self.seen_up_to = 0
-        # The batch after a full one, being read while that one is applied (a replay
-        # only): (its start, the read of (notifications, the log's end it stopped at)).
-        self._ahead: tuple[int, Future[tuple[list[Notification], int]]] | None = None
+        self.share: Share | None = None  # the streams kept, when only a share of them
 
     def row(self, aggregate: Any) -> dict[str, Any]:
         raise NotImplementedError
 
-    def catch_up(self, batch: int = LIVE_BATCH, *, latest: int | None = None, reader: Executor | None = None) -> int:
+    def catch_up(self, batch: int = LIVE_BATCH, *, latest: int | None = None) -> int:
         """Apply the next batch of the aggregate's events; returns how many it applied
         (0: caught up with everything recorded when it looked). `latest`: the log's last
-        position, when the caller has just read it. `reader`: a thread to read the next
-        batch in while this one is applied, when more batches are sure to follow."""
+        position, when the caller has just read it."""
         with self.engine.begin() as conn:
             saved = read_position(conn, self.name)
             position = self._passed.get(saved, saved)
@@ -72,45 +72,99 @@ class AggregateRows:
             # seen and the next look starts there. With none of ours among them, that
             # is only remembered, not written: a dispatch process looks before every
             # decision, and a commit each time would cost more than the look.
-            notifications, latest = self._batch_after(position, batch, latest)
-            reached = latest if len(notifications) < batch else notifications[-1].id
-            if reader is not None and len(notifications) == batch:
-                self._ahead = (reached, reader.submit(self._read_batch, reached, batch, None))
+            notifications, latest = self._read_batch(position, batch, latest)
+            reached = _reached(notifications, batch, latest)
             if not notifications:
                 self._passed = {saved: reached}
                 self.seen_up_to = reached
                 return 0
-            evolved: dict[UUID, Aggregate] = {}
-            for notification in notifications:
-                event = self.store.decode(notification)
-                evolved[event.originator_id] = self._evolve(evolved.get(event.originator_id), event)
-            conn.execute(self._upsert, [self.row(aggregate) for aggregate in evolved.values()])
-            save_position(conn, self.name, reached)
+            evolved = self._evolved(notifications)
+            self._write(conn, [self.row(aggregate) for aggregate in evolved.values()], reached)
         self.seen_up_to = reached
-        # Kept only once committed: a failed batch leaves nothing ahead of the saved position.
+        self._keep(evolved)  # only once committed: a failed batch leaves nothing ahead of the saved position
+        return len(notifications)
+
+    def replay(self, batch: int, progress: Callable[[int], None] | None = None, *, stop: int | None = None) -> int:
+        """Catch up with the whole log (or up to position `stop`), batch after batch, as
+        a pipeline: while a batch is evolved, the next one is read in one thread and the
+        one before is written in another (both wait on the database). Returns how many
+        events it applied; `progress` hears each position committed. A write that fails
+        stops the replay at the last commit, as a failed catch-up does."""
+        with self.engine.connect() as conn:
+            saved = read_position(conn, self.name)
+        position, replayed = self._passed.get(saved, saved), 0
+        writing: Future[None] | None = None
+        with ThreadPoolExecutor(1, "replay-read") as reader, ThreadPoolExecutor(1, "replay-write") as writer:
+            reading = reader.submit(self._read_batch, position, batch, stop)
+            try:
+                while True:
+                    notifications, latest = reading.result()
+                    if notifications:
+                        position = _reached(notifications, batch, latest)
+                        # A short batch reached the log's end as it was: look again from there.
+                        reading = reader.submit(self._read_batch, position, batch,
+                                                latest if len(notifications) == batch else stop)
+                        evolved = self._evolved(notifications)
+                        rows = [self.row(aggregate) for aggregate in evolved.values()]  # before the next batch evolves them
+                        self._keep(evolved)  # the next batch carries on from them, committed or not yet
+                    if writing is not None:
+                        self.seen_up_to = writing.result()
+                        if progress:
+                            progress(self.seen_up_to)
+                        writing = None
+                    if not notifications:
+                        return replayed
+                    writing = writer.submit(self._commit, rows, position)
+                    replayed += len(notifications)
+            except BaseException:
+                self._recent.clear()  # it may hold states ahead of the last commit
+                raise
+
+    def _commit(self, rows: list[dict[str, Any]], reached: int) -> int:
+        with self.engine.begin() as conn:
+            self._write(conn, rows, reached)
+        return reached
+
+    def _write(self, conn: Connection, rows: list[dict[str, Any]], reached: int) -> None:
+        conn.execute(self._upsert, rows)
+        save_position(conn, self.name, reached)
+
+    def _evolved(self, notifications: list[Notification]) -> dict[UUID, Aggregate]:
+        """The aggregates these events change, each evolved by all of its events among them."""
+        evolved: dict[UUID, Aggregate] = {}
+        for notification in notifications:
+            event = self.store.decode(notification)
+            evolved[event.originator_id] = self._evolve(evolved.get(event.originator_id), event)
+        return evolved
+
+    def _keep(self, evolved: dict[UUID, Aggregate]) -> None:
         for aggregate_id, aggregate in evolved.items():
             self._recent[aggregate_id] = aggregate
             self._recent.move_to_end(aggregate_id)
         while len(self._recent) > RECENT:
             self._recent.popitem(last=False)
-        return len(notifications)
-
-    def _batch_after(self, position: int, batch: int, latest: int | None) -> tuple[list[Notification], int]:
-        """Our next `batch` events after `position`, up to `latest` (or the log's end as
-        of now), and that end: the batch read ahead if it starts there."""
-        if self._ahead is not None:
-            (start, reading), self._ahead = self._ahead, None
-            if start == position:
-                return reading.result()
-        return self._read_batch(position, batch, latest)
 
     def _read_batch(self, position: int, batch: int, latest: int | None) -> tuple[list[Notification], int]:
+        """Our next `batch` events after `position`, up to `latest` (or the log's end as
+        of now), and that end."""
         if latest is None:
             latest = self.store.recorder.max_notification_id() or 0
+        if self.share is not None:
+            return self.store.select_share(position, batch, stop=latest, topics=self._topics, share=self.share), latest
         notifications = self.store.recorder.select_notifications(
             position, batch, stop=latest, topics=self._topics, inclusive_of_start=False
         )
         return notifications, latest
+
+    def shared_out(self, share: Share, store: EventStore) -> AggregateRows:
+        """This read model as kept by one of several processes rebuilding it together:
+        only the streams of `share` of the log, read from `store`, with a position of
+        its own."""
+        part = copy.copy(self)
+        part.store, part.share = store, share
+        part.name = share_position_name(self.name, share)
+        part._recent, part._passed, part.seen_up_to = OrderedDict(), {}, 0
+        return part
 
     def catch_up_to(self, latest: int, batch: int = LIVE_BATCH) -> None:
         """Apply every event of ours up to position `latest` (the log's end, just read),
@@ -129,6 +183,16 @@ class AggregateRows:
             else:
                 aggregate = self.store.repository.get(event.originator_id, version=event.originator_version - 1)
         return event.mutate(aggregate)
+
+
+def share_position_name(name: str, share: Share) -> str:
+    return f"{name}/{share[0]}of{share[1]}"
+
+
+def _reached(notifications: list[Notification], batch: int, latest: int) -> int:
+    """How far a read of `batch` events up to `latest` has seen: the whole way, unless
+    the batch came back full."""
+    return latest if len(notifications) < batch else notifications[-1].id
 
 
 def _kinds(base: type) -> set[type]:

@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from eventsourcing.utils import get_topic
 from fastapi import FastAPI
 from sqlalchemy import event, select, text
 
@@ -27,8 +28,8 @@ from shared.projections.contract_list import ContractListProjection
 from shared.projections.engineer_list import EngineerListProjection
 from shared.projections.following import catch_up_together
 from shared.projections.key_list import KeyListProjection
-from shared.projections.rebuild import catch_up_all, rebuild
-from shared.projections.tracking import read_position
+from shared.projections.rebuild import RebuildFailed, catch_up_all, rebuild
+from shared.projections.tracking import positions, read_position
 from shared.projections.sla_compliance import SlaComplianceProjection
 from shared.projections.spare_unit_list import SpareUnitListProjection
 from shared.projections.ticket_list import TicketFilter, TicketListProjection
@@ -237,6 +238,60 @@ def test_a_rebuilt_projection_equals_the_live_one(service: Intake, dispatching: 
         assert rows(projection) == before[name], name
     # A replay collects garbage less often while it runs, and leaves the process as it was.
     assert (gc.get_threshold(), gc.get_freeze_count()) == (thresholds, 0)
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)  # a share of the log is read on PostgreSQL
+def test_a_rebuild_shared_out_between_processes_equals_the_live_one(
+        service: Intake, dispatching: Dispatch, clock: FakeClock) -> None:
+    """Three forked processes each replay a share of the streams, a batch of 2 at a
+    time, up to where the log ended; then the projection's own position stands there and
+    theirs are gone."""
+    worked_tickets(service, clock)
+    worked_fleet(service, dispatching)
+    live = (service.ticket_list, service.contract_list, service.sla_compliance, service.key_list,
+            dispatching.reads.engineers, dispatching.reads.units, service.webhooks.subscriptions)
+    before = {projection.name: rows(caught_up(projection)) for projection in live}
+    latest = service.desk.store.recorder.max_notification_id()
+
+    for name, projection in kept_from_the_store(service).items():
+        whole = rebuild(projection, batch=2, shares=1)
+        assert rebuild(projection, batch=2, shares=3) == whole > 0, name  # every event applied once
+        assert rows(projection) == before[name], name
+        with projection.engine.connect() as conn:
+            kept = dict(conn.execute(select(positions.c.name, positions.c.position)
+                                     .where(positions.c.name.startswith(name))).all())
+        assert kept == {name: latest}, name
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_a_shared_rebuild_whose_process_fails_says_which_and_why_and_leaves_the_position_at_the_start(
+        service: Intake, clock: FakeClock) -> None:
+    worked_tickets(service, clock)
+    store, engine = service.desk.store, service.ticket_list.engine
+    expected = rows(caught_up(TicketListProjection(store, engine)))
+    failing = TicketListProjection(store, engine)
+    kept_row = failing.row
+
+    def row_of_share_0_fails(ticket: Ticket) -> dict[str, Any]:
+        if ticket.id.bytes[15] % 2 == 0:
+            raise RuntimeError(f"no row for {ticket.number}")
+        return kept_row(ticket)
+
+    assert {ticket.id.bytes[15] % 2 for ticket in _tickets(store)} == {0, 1}  # both shares hold tickets
+    failing.row = row_of_share_0_fails  # type: ignore[method-assign]  # the forked children have it too
+    with pytest.raises(RebuildFailed, match=r"(?s)ticket_list 0of2: Traceback.*RuntimeError: no row for T-"):
+        rebuild(failing, shares=2)
+    with engine.connect() as conn:
+        assert read_position(conn, failing.name) == 0  # the projector would replay everything again
+
+    again = TicketListProjection(store, engine)
+    rebuild(again, shares=2)
+    assert rows(again) == expected
+
+
+def _tickets(store: Any) -> list[Ticket]:
+    notifications = store.recorder.select_notifications(0, 10_000, topics=[get_topic(Ticket.Opened)])
+    return [store.repository.get(n.originator_id) for n in notifications]
 
 
 def test_a_replay_that_fails_mid_way_carries_on_from_its_last_commit(service: Intake, clock: FakeClock) -> None:
