@@ -24,26 +24,33 @@ class Directory:
         # Counts the view's changes, whoever refreshed it (the fan-out does too), so the
         # lanes can tell they are behind.
         self.generation = 0
-        self._fingerprint = -1
+        self._loaded_at = -1  # the list's saved position when the view was loaded
 
-    async def refresh(self) -> None:
-        """Catch the list up with the store; load it again only if a subscription changed
-        (most events moving the position are other streams')."""
+    async def refresh(self, latest: int | None = None) -> None:
+        """Catch the list up with the store (up to position `latest`, when the caller
+        knows the log reaches there), in one trip to a thread; load it again only if a
+        subscription changed. Most events moving the log are other streams', which move
+        neither the list's rows nor its saved position."""
         async with self._lock:
-            position = await asyncio.to_thread(self._projection.catch_up_fully)
-            if position == self.position:
-                return
-            fingerprint = await asyncio.to_thread(self._projection.fingerprint)
-            if fingerprint != self._fingerprint:
-                self.subscriptions = await asyncio.to_thread(self._projection.everything)
-                self._fingerprint = fingerprint
+            if latest is not None and self.position >= latest:
+                return  # a refresh it waited for got there
+            position, loaded_at, loaded = await asyncio.to_thread(self._look, latest, self._loaded_at)
+            if loaded is not None:
+                self.subscriptions, self._loaded_at = loaded, loaded_at
                 self.generation += 1
             self.position = position
+
+    def _look(self, latest: int | None, loaded_at: int) -> tuple[int, int, dict[UUID, Subscription] | None]:
+        """(The position the list has seen, its saved position, its subscriptions if that
+        moved since `loaded_at`.)"""
+        position = self._projection.catch_up_fully(latest)
+        committed = self._projection.committed
+        return position, committed, self._projection.everything() if committed != loaded_at else None
 
     async def reach(self, position: int) -> None:
         """Make sure the view includes everything recorded up to `position`."""
         if self.position < position:
-            await self.refresh()
+            await self.refresh(position)
 
     def get(self, subscription_id: UUID) -> Subscription | None:
         return self.subscriptions.get(subscription_id)

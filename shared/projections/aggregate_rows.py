@@ -55,6 +55,9 @@ class AggregateRows:
         # How far the rows reflect the log as of this process's last look: further than
         # the saved position when that look found none of our events beyond it.
         self.seen_up_to = 0
+        # The saved position as of this process's last look: it moves exactly when the
+        # rows change (a batch of our events is written with the position it reached).
+        self.committed = 0
         self.share: Share | None = None  # the streams kept, when only a share of them
 
     def row(self, aggregate: Any) -> dict[str, Any]:
@@ -65,7 +68,7 @@ class AggregateRows:
         (0: caught up with everything recorded when it looked). `latest`: the log's last
         position, when the caller has just read it."""
         with self.engine.begin() as conn:
-            saved = read_position(conn, self.name)
+            saved = self.committed = read_position(conn, self.name)
             position = self._passed.get(saved, saved)
             # The store commits positions in order, so once fewer than `batch` of our
             # events lie between here and the last position, everything up to it is
@@ -80,7 +83,7 @@ class AggregateRows:
                 return 0
             evolved = self._evolved(notifications)
             self._write(conn, [self.row(aggregate) for aggregate in evolved.values()], reached)
-        self.seen_up_to = reached
+        self.seen_up_to = self.committed = reached
         self._keep(evolved)  # only once committed: a failed batch leaves nothing ahead of the saved position
         return len(notifications)
 
@@ -108,7 +111,7 @@ class AggregateRows:
                         rows = [self.row(aggregate) for aggregate in evolved.values()]  # before the next batch evolves them
                         self._keep(evolved)  # the next batch carries on from them, committed or not yet
                     if writing is not None:
-                        self.seen_up_to = writing.result()
+                        self.seen_up_to = self.committed = writing.result()
                         if progress:
                             progress(self.seen_up_to)
                         writing = None
@@ -163,7 +166,7 @@ class AggregateRows:
         part = copy.copy(self)
         part.store, part.share = store, share
         part.name = share_position_name(self.name, share)
-        part._recent, part._passed, part.seen_up_to = OrderedDict(), {}, 0
+        part._recent, part._passed, part.seen_up_to, part.committed = OrderedDict(), {}, 0, 0
         return part
 
     def catch_up_to(self, latest: int, batch: int = LIVE_BATCH) -> None:

@@ -99,11 +99,19 @@ class WebhookSubscriptionsProjection(AggregateRows):
     def row(self, webhook: Webhook) -> dict[str, Any]:
         return _row(webhook)
 
-    def catch_up_fully(self) -> int:
-        """Apply everything recorded so far; returns the position the rows reflect (beyond
-        the saved one when no subscription changed since: the notifier then need not look
+    def catch_up_fully(self, latest: int | None = None) -> int:
+        """Apply everything recorded so far (or up to position `latest`, when the caller
+        knows the log reaches there); returns the position the rows reflect (beyond the
+        saved one when no subscription changed since: the notifier then need not look
         again for events up to there)."""
-        self.catch_up_to(self.store.recorder.max_notification_id() or 0)
+        if latest is None:
+            latest = self.store.recorder.max_notification_id() or 0
+        if self.seen_up_to < latest and not self._read_batch(self.seen_up_to, 1, latest)[0]:
+            # None of ours since the last look (subscriptions seldom change, the notifier
+            # looks for every batch of events): seen, with one read and no transaction.
+            # Nobody else can have changed the rows either: only those events change them.
+            self.seen_up_to = latest
+        self.catch_up_to(latest)
         return self.seen_up_to
 
     def page(
@@ -121,12 +129,6 @@ class WebhookSubscriptionsProjection(AggregateRows):
                 return [Subscription.of(r) for r in conn.execute(query.limit(limit).offset(offset)).mappings()], total
             found = [s for r in conn.execute(query).mappings() if (s := Subscription.of(r)).spec.filters.within(within)]
         return found[offset:offset + limit], len(found)
-
-    def fingerprint(self) -> int:
-        """Changes whenever any subscription does (every event raises a version; rows are
-        never removed), so a reader can tell when to load them again."""
-        with self.engine.connect() as conn:
-            return conn.scalar(select(func.coalesce(func.sum(subscriptions.c.version), 0))) or 0
 
     def everything(self) -> dict[UUID, Subscription]:
         """Every subscription, deleted ones included (the notifier tidies up after them)."""

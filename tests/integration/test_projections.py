@@ -359,10 +359,16 @@ def test_the_subscription_list_says_how_far_it_has_seen_past_other_streams(servi
     service.desk.open(details=FAULT, token=None, actor=ADMIN, correlation_id="c")  # other streams' events
     latest = service.desk.store.recorder.max_notification_id() or 0
     assert latest > subscribed
+    committed = subscriptions.committed
+    statements: list[str] = []
+    event.listen(subscriptions.engine, "before_cursor_execute", lambda _c, _k, sql, *_: statements.append(sql))
     assert subscriptions.catch_up_fully() == latest
+    assert (statements, subscriptions.committed) == ([], committed)  # one read of the store: no transaction on the rows
 
+    # Made through the intake's own list, which writes the rows and their position.
     webhooks.subscribe({"url": "http://127.0.0.1:9/hooks/b", "event_types": ["ticket.*"]}, actor=ADMIN, correlation_id="c")
     assert subscriptions.catch_up_fully() == service.desk.store.recorder.max_notification_id()
+    assert subscriptions.committed > committed  # what tells the notifier to load the list again
     assert sorted(s.spec.url for s in subscriptions.everything().values()) == [
         "http://127.0.0.1:9/hooks/a", "http://127.0.0.1:9/hooks/b"]
 
