@@ -48,6 +48,7 @@ from shared.domain.ticket import Ticket
 from shared.settings import Settings
 from shared.store import EventStore, open_store
 from tests.bench import load
+from tests.bench.processes import cpu_by_process, cpu_per_item
 from tests.product import Product, start_product
 
 Row = tuple[str, str, str, str]  # what, figure, baseline, ratio (as in tests/bench/run.py)
@@ -106,11 +107,15 @@ async def latency(product: Product, store: EventStore, js: JetStreamContext, rat
     on_stream = await Stored.watch(js, EVENTS, "events.ticket.opened", lambda m: json.loads(m.data)["subject"])
     armed = await Stored.watch(js, TIMERS, f"{TIMER_PREFIX}.>", lambda m: m.subject.rsplit(".", 1)[1])
     try:
+        before, client_before = cpu_by_process(product.process.pid), time.process_time()
         outcome = await load.fixed_rate(product.api, product.admin, rate=rate, seconds=seconds)
         await decisions.wait_for(store, outcome.ids, DRAIN_SECONDS)
         deadline = time.monotonic() + STRAGGLERS_SECONDS
         while not outcome.ids <= on_stream.first.keys() & armed.first.keys() and time.monotonic() < deadline:
             await asyncio.sleep(POLL_SECONDS)
+        # The whole path's work, the watchers' (this process) aside: where the cores go.
+        spent = cpu_per_item(before, cpu_by_process(product.process.pid), max(outcome.ok, 1))
+        client = (time.process_time() - client_before) / max(outcome.ok, 1)
     finally:
         await on_stream.stop()
         await armed.stop()
@@ -119,6 +124,10 @@ async def latency(product: Product, store: EventStore, js: JetStreamContext, rat
         (f"{at} ticket.opened stored on JetStream", spread(outcome.opened, on_stream.first), "—", "—"),
         (f"{at} SLA deadline armed (SLA_TIMERS)", spread(outcome.opened, armed.first), "—", "—"),
         (f"{at} engineer assigned (the whole path; target p99 ≤ 250 ms)", spread(outcome.opened, decisions.assigned), "—", "—"),
+        (f"end to end at {rate:.0f} tickets/s: CPU per ticket opened, each process (total: cores busy at this rate)",
+         ", ".join(f"{name.removeprefix('services.')} {seconds * 1000:.1f} ms" for name, seconds in spent if seconds >= 0.00005)
+         + f"; total {sum(s for _, s in spent) * 1000:.1f} ms ({sum(s for _, s in spent) * rate:.2f} cores)",
+         f"the load client and watchers {client * 1000:.1f} ms", "—"),
     ]
 
 

@@ -29,6 +29,7 @@ from shared.projections.ticket_list import TicketListProjection
 from shared.read_db import read_engine
 from shared.store import open_store
 from tests.bench import baselines, end_to_end, load, replay
+from tests.bench.processes import peak_memory
 from tests.bench.sla_lateness import SLA_TICKETS, sla_lateness
 from tests.integration.test_webhook_delivery import measure, webhook_settings
 from tests.product import ROOT, start_product
@@ -47,31 +48,6 @@ def ms(seconds: float) -> str:
 
 def ratio(value: float, baseline: float) -> str:
     return f"{value / baseline:.0%}" if baseline else "—"
-
-
-def peak_memory(root_pid: int) -> dict[str, int]:
-    """VmHWM (peak resident set, KiB) of each process under the launcher."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            pid, ppid = int(stat.parent.name), int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        children.setdefault(ppid, []).append(pid)
-    memory, todo = {}, list(children.get(root_pid, []))
-    while todo:
-        pid = todo.pop()
-        todo += children.get(pid, [])
-        try:
-            command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            status = Path(f"/proc/{pid}/status").read_text()
-        except OSError:
-            continue
-        name = command[-2].decode() if command[-1] == b"" and len(command) > 1 else command[-1].decode()
-        name = Path(name).name if "nats-server" in command[0].decode() else name
-        hwm = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM")), 0)
-        memory["nats-server" if b"nats-server" in command[0] else name] = hwm
-    return memory
 
 
 async def quiet_then_last_seq(nats_url: str) -> int:

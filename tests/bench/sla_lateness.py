@@ -76,6 +76,7 @@ from shared.sla.commitments import Commitments
 from shared.sla.policy import SEVERITIES, load_policy
 from shared.store import open_store
 from tests.bench.load import percentile
+from tests.bench.processes import cpu_seconds, peak_kib
 from tests.product import ROOT
 
 Row = tuple[str, str, str, str]  # what, figure, baseline, ratio (as in tests/bench/run.py)
@@ -290,24 +291,6 @@ class Services:
             except subprocess.TimeoutExpired:
                 service.process.kill()
                 service.process.wait(5)
-
-
-def peak_kib(pid: int) -> int:
-    """VmHWM: the peak resident set of a live process, KiB (0 if it is gone)."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return 0
-    return next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM")), 0)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a live process has used so far (0 if it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def cpu_shares(samples: list[tuple[float, float]], window: float = 10.0) -> tuple[float, float]:
