@@ -16,8 +16,13 @@ import orjson
 from eventsourcing.persistence import JSONTranscoder, TranscodingNotRegisteredError
 
 
+# orjson reads an integer beyond 64 bits as a float, which is then at least this large.
+# Smaller floats are read exactly as the standard library reads them.
+_INEXACT_FROM = 2.0**63
+
+
 class _NotExact(Exception):
-    """The parse holds a float, which orjson also makes of an integer beyond 64 bits."""
+    """The parse holds a float so large that it may have been such an integer."""
 
 
 class StoredJSON(JSONTranscoder):
@@ -26,7 +31,7 @@ class StoredJSON(JSONTranscoder):
             return self._restored(orjson.loads(data))
         except (orjson.JSONDecodeError, _NotExact):
             # What orjson refuses (NaN) or may have read inexactly: the standard library
-            # reads it as it always did. Events seldom hold a float.
+            # reads it as it always did.
             return super().decode(data)
 
     def _restored(self, value: Any) -> Any:
@@ -45,7 +50,7 @@ class StoredJSON(JSONTranscoder):
                 inner = type(item)
                 if inner is dict or inner is list or inner is float:
                     value[index] = self._restored(item)
-        elif kind is float:
+        elif kind is float and not -_INEXACT_FROM < value < _INEXACT_FROM:
             raise _NotExact
         return value
 
