@@ -76,3 +76,12 @@ def test_an_unknown_type_is_refused_as_the_standard_reader_refuses_it() -> None:
     for reader in (standard, ours):
         with pytest.raises(TranscodingNotRegisteredError, match="moon_phase"):
             reader.decode(stored)
+
+
+def test_ordinary_floats_are_read_by_orjson_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An SLA commitment holds hours as floats: reading every one twice was a rebuild's
+    largest waste."""
+    reader = transcoder(StoredJSON)
+    monkeypatch.setattr(reader, "decoder", None)  # the standard library's parser, gone
+    state = {"targets": [{"hours": 0.5}, {"hours": 2.0}], "ratio": -1e18}
+    assert reader.decode(standard.encode(state)) == state
