@@ -6,14 +6,15 @@ on SQLite by default or PostgreSQL in production.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from functools import partial
 from typing import Any, TypeVar
 from uuid import UUID, uuid5
 
 import psycopg
 import sqlalchemy.exc
-from eventsourcing.application import Application, project_aggregate
+from eventsourcing.application import Application, Repository
 from eventsourcing.domain import Aggregate, DomainEventProtocol
 from eventsourcing.persistence import IntegrityError as EventsourcingIntegrityError
 from eventsourcing.persistence import InternalError as EventsourcingInternalError
@@ -28,11 +29,25 @@ from shared.settings import persistence_env
 from shared.stored_json import StoredJSON
 
 
+def mutated(aggregate: Any, events: Iterable[Any]) -> Any:
+    """`aggregate` with `events` applied: eventsourcing's project_aggregate without its
+    check that each event can mutate, a runtime Protocol isinstance of about 11 µs an
+    event on Python 3.11, paid for every event of every stream a worker reads."""
+    for event in events:
+        aggregate = event.mutate(aggregate)
+    return aggregate
+
+
 Share = tuple[int, int]  # (k, n): the k-th of n shares of the log's streams
 
 
 class EventStore(Application[UUID]):
     name = "Ticketing"
+
+    def construct_repository(self) -> Repository[UUID]:
+        repository = super().construct_repository()
+        repository.get = partial(repository.get, projector_func=mutated)  # type: ignore[method-assign]
+        return repository
 
     def construct_transcoder(self) -> Transcoder:
         transcoder = StoredJSON()
@@ -51,7 +66,7 @@ class EventStore(Application[UUID]):
             streams.setdefault(stored.originator_id, []).append(stored)  # type: ignore[arg-type]
         aggregates = {}
         for originator_id, stored in streams.items():
-            aggregate = project_aggregate(None, (self.mapper.to_domain_event(event) for event in stored))
+            aggregate = mutated(None, (self.mapper.to_domain_event(event) for event in stored))
             if aggregate is not None:
                 aggregates[originator_id] = aggregate
         return aggregates

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 from functools import cache
 from types import MappingProxyType
@@ -85,6 +85,10 @@ class WorkingCalendar:
     makeup_workdays: frozenset[date]
     makeup_segments: tuple[Segment, ...]
     known_years: frozenset[int] | None
+    # Each local date's working intervals, worked out once: every deadline, warning and
+    # elapsed time walks the same few days again (the calendar is frozen, so they stay).
+    _days: dict[date, tuple[tuple[datetime, datetime], ...]] = field(
+        default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not set(self.week) <= set(range(7)):
@@ -183,8 +187,15 @@ def _intervals_from(cal: WorkingCalendar, instant: datetime) -> Iterator[tuple[d
         day += _DAY
 
 
-def _day_intervals(cal: WorkingCalendar, day: date) -> Iterator[tuple[datetime, datetime]]:
+def _day_intervals(cal: WorkingCalendar, day: date) -> tuple[tuple[datetime, datetime], ...]:
     """The non-empty UTC intervals of the segments worked on local date `day`."""
+    known = cal._days.get(day)
+    if known is None:
+        known = cal._days[day] = tuple(_worked_on(cal, day))
+    return known
+
+
+def _worked_on(cal: WorkingCalendar, day: date) -> Iterator[tuple[datetime, datetime]]:
     if day in cal.holidays:
         return
     segments = cal.makeup_segments if day in cal.makeup_workdays else cal.week.get(day.weekday(), ())
