@@ -27,6 +27,11 @@ class Settings(BaseSettings):
         1, ge=1, description="How many sla_clock processes `make run` starts; they share the deadlines (on two "
         "cores, two keep 100,000 open tickets' breaches within a second).",
     )
+    projector_niceness: int = Field(
+        10, ge=0, le=19, description="How far the projector lowers its own CPU priority (nice) at start. Its read "
+        "models (ticket list, SLA compliance) may trail the store for a moment when the cores are busy; the "
+        "promise path (intake, relay, SLA clock, dispatch) may not wait behind them. 0: as started.",
+    )
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     dispatch_port: int = 8081

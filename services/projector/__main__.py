@@ -4,6 +4,7 @@ batch committed with its position."""
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 
@@ -24,6 +25,9 @@ IDLE_POLL_SECONDS = 0.05
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s projector %(levelname)s %(name)s: %(message)s")
     settings = Settings()
+    # Measured at 130 tickets/s on 2 cores (POST -> engineer assigned, 3 runs each): p99
+    # 238 ms, 3.6 s, 36 s at the same priority as the rest; 144, 165, 386 ms niced 10.
+    os.nice(settings.projector_niceness)
     database_url = settings.resolved_database_url()
     store = open_store(database_url)
     engine = read_engine(database_url)
