@@ -96,7 +96,7 @@ class AggregateRows:
         with self.engine.connect() as conn:
             saved = read_position(conn, self.name)
         position, replayed = self._passed.get(saved, saved), 0
-        writing: Future[None] | None = None
+        writing: Future[int] | None = None  # the position its commit reached
         with ThreadPoolExecutor(1, "replay-read") as reader, ThreadPoolExecutor(1, "replay-write") as writer:
             reading = reader.submit(self._read_batch, position, batch, stop)
             try:
