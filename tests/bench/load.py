@@ -121,16 +121,17 @@ class KeptAlive:
         sent, began = time.time(), time.perf_counter()
         try:
             async with asyncio.timeout(30):
-                status, body = await self._post(f"Idempotency-Key: {uuid4().hex}\r\n")
+                status, body = await self._post(idempotency_key=uuid4().hex)
         except (OSError, EOFError, ValueError, TimeoutError) as error:  # EOFError: IncompleteReadError
             outcome.failures[type(error).__name__] += 1
             return
         outcome.answered(sent, time.perf_counter() - began, status, body)
 
-    async def _post(self, extra_head: str) -> tuple[int, bytes]:
+    async def _post(self, idempotency_key: str) -> tuple[int, bytes]:
         reader, writer = self.idle.pop() if self.idle else await asyncio.open_connection(self.host, self.port)
         try:
-            writer.write(f"POST /v1/tickets HTTP/1.1\r\n{self.head}{extra_head}Content-Length: {len(self.body)}\r\n\r\n"
+            writer.write(f"POST /v1/tickets HTTP/1.1\r\n{self.head}Idempotency-Key: {idempotency_key}\r\n"
+                         f"Content-Length: {len(self.body)}\r\n\r\n"
                          .encode() + self.body)
             head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").lower()
             length = int(head.split("content-length:", 1)[1].split("\r\n", 1)[0])
