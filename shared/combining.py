@@ -5,9 +5,14 @@ commit for many writers beats one each. Each caller hands in its request and tak
 the lock; whoever gets it runs every request waiting by then in one go, and the
 others, when their turn comes, find their outcome already set. Nothing waits on a
 timer: a request alone is run at once.
+
+An event loop's coroutines hand theirs in with `submit_async`: what they queue while a
+batch is out goes to a worker thread together, one trip for the batch instead of a
+thread held by each request.
 """
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,11 +33,14 @@ R = TypeVar("R", bound=Request)
 
 class Combiner(Generic[R]):
     def __init__(self, run: Callable[[list[R]], None]) -> None:
-        """`run(batch)` must set every request's outcome (a result or an exception)."""
+        """`run(batch)` sets every request's outcome (a result or an exception); if it
+        raises, its error is the outcome of each request it left without one."""
         self._run = run
         self._running = threading.Lock()
         self._guard = threading.Lock()
         self._waiting: list[R] = []
+        self._queued: list[tuple[R, asyncio.Future[None]]] = []  # handed in on the loop, not yet out
+        self._courier: asyncio.Task[None] | None = None
 
     def submit(self, request: R) -> None:
         """Returns once `request.outcome` is set, by this thread or another."""
@@ -40,9 +48,48 @@ class Combiner(Generic[R]):
             self._waiting.append(request)
         with self._running:
             if request.outcome is None:
-                with self._guard:
-                    batch, self._waiting = self._waiting, []
-                self._run(batch)
+                self._run_waiting()
+
+    async def submit_async(self, request: R) -> None:
+        """Returns once `request.outcome` is set; for one event loop's coroutines."""
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        self._queued.append((request, done))
+        if self._courier is None or self._courier.done() or self._courier.get_loop() is not loop:
+            self._courier = loop.create_task(self._carry())
+        await done
+
+    async def _carry(self) -> None:
+        while self._queued:
+            queued, self._queued = self._queued, []
+            try:
+                await asyncio.to_thread(self._run_with, [request for request, _ in queued])
+            finally:
+                for request, done in queued:
+                    if done.done():  # its caller has left
+                        continue
+                    if request.outcome is None:  # this task was cancelled: the loop is stopping
+                        done.cancel()
+                    else:
+                        done.set_result(None)
+
+    def _run_with(self, batch: list[R]) -> None:
+        with self._guard:
+            self._waiting += batch
+        with self._running:
+            self._run_waiting()
+
+    def _run_waiting(self) -> None:
+        with self._guard:
+            batch, self._waiting = self._waiting, []
+        if not batch:  # a thread's run took it all
+            return
+        try:
+            self._run(batch)
+        except Exception as error:  # noqa: BLE001 - the run failed as a whole: each request left in it hears why
+            for request in batch:
+                if request.outcome is None:
+                    request.outcome = error
 
 
 @dataclass

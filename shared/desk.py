@@ -61,6 +61,16 @@ class _Request:
     correlation_id: str
     outcome: Opened | BaseException | None = None
 
+    @classmethod
+    def of(cls, details: dict[str, Any], token: IdempotencyToken | None, actor: Actor, correlation_id: str) -> _Request:
+        return cls(token.ticket_id if token else uuid4(), details, request_digest(details), token, actor, correlation_id)
+
+    def answer(self) -> Opened:
+        if isinstance(self.outcome, BaseException):
+            raise self.outcome
+        assert self.outcome is not None
+        return self.outcome
+
 
 def request_digest(details: dict[str, Any]) -> str:
     canonical = json.dumps(details, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
@@ -126,30 +136,37 @@ class TicketDesk:
         from queueing behind one commit each, concurrent opens are numbered and saved
         together, in one transaction (see shared/combining.py).
         """
-        digest = request_digest(details)
-        ticket_id = token.ticket_id if token else uuid4()
-        if token and ticket_id in self.store.repository:
-            return self._replay(ticket_id, digest, token)
-        request = _Request(ticket_id, details, digest, token, actor, correlation_id)
+        request = _Request.of(details, token, actor, correlation_id)
         self._opens.submit(request)
-        if isinstance(request.outcome, BaseException):
-            raise request.outcome
-        assert request.outcome is not None
-        return request.outcome
+        return request.answer()
+
+    async def open_async(
+        self,
+        *,
+        details: dict[str, Any],
+        token: IdempotencyToken | None,
+        actor: Actor,
+        correlation_id: str,
+    ) -> Opened:
+        """`open`, for a coroutine: no thread is held while its batch is saved."""
+        request = _Request.of(details, token, actor, correlation_id)
+        await self._opens.submit_async(request)
+        return request.answer()
 
     def _open_together(self, batch: list[_Request]) -> None:
         """Number and save `batch` in one transaction; each request gets its outcome.
 
-        A conflict means another writer took one of the numbers, or opened one of these
+        A request whose ticket is recorded already (a retry) is answered with it. A
+        conflict means another writer took one of the numbers, or opened one of these
         very tickets (a retry racing its first attempt): look again and save the rest.
         A request that cannot be opened (its details refused) fails alone."""
         waiting = batch
-        conflicted = False
+        conflicted = True  # until looked: a retry's first attempt may be recorded
         # A storm of reports from one site names one contract: read it once per batch.
         commitments = self.commitments.reading_contracts_once() if self.commitments else None
         for _ in range(_SAVE_ATTEMPTS):
             if conflicted:
-                waiting = [r for r in waiting if not self._replayed_elsewhere(r)]
+                waiting = self._not_opened_yet(waiting)
             if not waiting:
                 return
             at = self.clock.now()
@@ -200,15 +217,21 @@ class TicketDesk:
             commitments.on_open(ticket, at=at, correlation_id=request.correlation_id)
         return ticket
 
-    def _replayed_elsewhere(self, request: _Request) -> bool:
-        """Whether another writer opened this request's ticket; if so, answer it."""
-        if request.token is None or request.ticket_id not in self.store.repository:
-            return False
-        try:
-            request.outcome = self._replay(request.ticket_id, request.digest, request.token)
-        except IdempotencyKeyReused as error:
-            request.outcome = error
-        return True
+    def _not_opened_yet(self, requests: list[_Request]) -> list[_Request]:
+        """The requests whose ticket is not recorded; the others are answered with it,
+        all looked up in one query."""
+        recorded = self.store.last_versions([r.ticket_id for r in requests if r.token])
+        rest = []
+        for request in requests:
+            if not recorded.get(request.ticket_id):
+                rest.append(request)
+                continue
+            assert request.token is not None
+            try:
+                request.outcome = self._replay(request.ticket_id, request.digest, request.token)
+            except Exception as error:  # noqa: BLE001 - this request's own answer (a reused key, a failed read)
+                request.outcome = error
+        return rest
 
     def _next_number(self, year: int) -> int:
         if year not in self._last_number:

@@ -1,12 +1,14 @@
 """The keyring: issue, revoke and check the API keys every HTTP request presents.
 
-Checking reads the key's own stream (one read by id, the id derived from the key's
-digest), so a revocation holds for every process the moment it is recorded.
+Checking reads the key's own stream (by id, the id derived from the key's digest;
+the keys presented at the same moment in one query), so a revocation holds for every
+process the moment it is recorded.
 """
 from __future__ import annotations
 
 import hmac
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
 from uuid import UUID, uuid4
 
@@ -15,6 +17,7 @@ from eventsourcing.persistence import RecordConflictError
 
 from shared.access import Principal
 from shared.clock import Clock
+from shared.combining import Combiner
 from shared.domain.api_key import ApiKey, Role, digest, key_id
 from shared.domain.errors import KeyNotFound, Unauthenticated
 from shared.domain.ticket import Actor
@@ -32,6 +35,7 @@ class Keyring:
     def __init__(self, store: EventStore, clock: Clock) -> None:
         self.store = store
         self.clock = clock
+        self._lookups: Combiner[_Lookup] = Combiner(self._look_up)
 
     def issue(
         self, *, name: str, role: Role, customers: tuple[str, ...] = (), engineer: str | None = None,
@@ -66,18 +70,39 @@ class Keyring:
             self.store.save(found)
         return found
 
-    def authenticate(self, secret: str) -> Principal:
+    async def authenticate(self, secret: str) -> Principal:
         """The principal of an active key; Unauthenticated for anything else, always with
-        the same words, so a caller learns nothing about keys it does not hold."""
+        the same words, so a caller learns nothing about keys it does not hold.
+
+        The keys presented at the same moment are read together, in one query on one
+        thread. Each read starts after its request arrived, so a key revoked by any
+        process is refused from the next request on."""
         if not secret or len(secret) > SECRET_MAX:
             raise Unauthenticated("unknown or revoked API key")
-        try:
-            key = self.get(key_id(secret))
-        except KeyNotFound:
-            raise Unauthenticated("unknown or revoked API key") from None
-        if not key.active or not hmac.compare_digest(key.digest, digest(secret)):
+        lookup = _Lookup(key_id(secret))
+        await self._lookups.submit_async(lookup)
+        if isinstance(lookup.outcome, BaseException):
+            raise lookup.outcome
+        key = lookup.key
+        if key is None or not key.active or not hmac.compare_digest(key.digest, digest(secret)):
             raise Unauthenticated("unknown or revoked API key")
         return Principal.of(key)
+
+    def _look_up(self, batch: list[_Lookup]) -> None:
+        found = self.store.get_many({lookup.key_id for lookup in batch})
+        for lookup in batch:
+            key = found.get(lookup.key_id)
+            lookup.key = key if isinstance(key, ApiKey) else None
+            lookup.outcome = True
+
+
+@dataclass
+class _Lookup:
+    """A presented key's id, waiting to be read with the others presented at the same time."""
+
+    key_id: UUID
+    key: ApiKey | None = None
+    outcome: bool | BaseException | None = None  # True once read
 
 
 BOOTSTRAP_ACTOR = {"kind": "service", "id": "bootstrap"}

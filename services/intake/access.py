@@ -76,12 +76,14 @@ class Gate:
         """A dependency giving the caller's Context, or refusing: 401 without a valid key,
         429 past the key's rate, 403 when the key's role lacks `permission`."""
 
-        def caller(
+        # A coroutine, so FastAPI runs it on the loop: the key's read is the only trip to
+        # a thread, shared with every request presenting a key at the same moment.
+        async def caller(
             response: Response,
             credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
             x_correlation_id: Annotated[str | None, Header(max_length=200)] = None,
         ) -> Context:
-            principal = self.keyring.authenticate(credentials.credentials if credentials else "")
+            principal = await self.keyring.authenticate(credentials.credentials if credentials else "")
             wait = self.limits.take(principal.key_id, principal.rate_per_second)
             if wait:
                 raise RateLimited(math.ceil(wait))

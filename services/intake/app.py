@@ -1,7 +1,8 @@
 """The intake API (FastAPI). Routes are thin: parse, call the ticket desk, shape the answer.
 
 The store is synchronous, so routes are plain `def` and FastAPI runs them in its
-thread pool.
+thread pool; opening a ticket, the route a storm of reports hits, is a coroutine that
+hands its request to the desk's batch and holds no thread while it is saved.
 """
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
@@ -100,7 +101,7 @@ def create_app(
         return {"status": "ready" if response.status_code == 200 else "unavailable", "checks": checks}
 
     @app.post("/v1/tickets", status_code=201, tags=["tickets"], response_model=schemas.TicketRead)
-    def open_ticket(
+    async def open_ticket(
         body: schemas.TicketCreate,
         ctx: gate.context("tickets:open"),  # type: ignore[valid-type]
         response: Response,
@@ -118,7 +119,8 @@ def create_app(
             token = IdempotencyToken(scope=scope, value=idempotency_key, field="Idempotency-Key")
         elif body.source and body.source.reference:
             token = IdempotencyToken(scope=scope, value=body.source.reference, field="source.reference")
-        opened = desk.open(details=body.details(), token=token, actor=ctx.actor, correlation_id=ctx.correlation_id)
+        opened = await desk.open_async(details=body.details(), token=token, actor=ctx.actor,
+                                       correlation_id=ctx.correlation_id)
         response.headers["Location"] = f"/v1/tickets/{opened.ticket.id}"
         if opened.replayed:
             response.headers["Idempotent-Replayed"] = "true"

@@ -8,6 +8,7 @@ path of each service's OpenAPI must be in it, so a new route cannot slip in ungu
 """
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,7 +182,7 @@ def test_events_name_the_keys_principal(deployment: Deployment) -> None:
     client.post(f"/v1/tickets/{reference}/comments", json={"text": "客户已告知"},
                 headers=deployment.keys["integration"])
     actors = [e["actor"] for e in client.get(f"/v1/tickets/{reference}/events").json()]
-    agent_key = deployment.intake.gate.keyring.authenticate(deployment.keys["agent"]["Authorization"][7:])
+    agent_key = asyncio.run(deployment.intake.gate.keyring.authenticate(deployment.keys["agent"]["Authorization"][7:]))
     assert actors[-2] == {"kind": "agent", "id": "test-agent", "key": str(agent_key.key_id)}
     assert (actors[-1]["kind"], actors[-1]["id"]) == ("client", "test-integration")
 
@@ -192,9 +193,9 @@ def test_the_first_start_issues_one_admin_key_and_an_operator_s_key_is_recorded_
     keyring = Keyring(store, clock)
     marker = tmp_path / "admin-key.id"
     secret = first_admin_key(keyring, marker=marker)
-    assert secret and keyring.authenticate(secret).role == "admin"
+    assert secret and asyncio.run(keyring.authenticate(secret)).role == "admin"
     assert first_admin_key(keyring, marker=marker) is None  # printed once: later starts issue none
     record_admin_key(keyring, "operator-chosen-key")
     record_admin_key(keyring, "operator-chosen-key")  # every start, every replica: still one key
-    assert keyring.authenticate("operator-chosen-key").role == "admin"
+    assert asyncio.run(keyring.authenticate("operator-chosen-key")).role == "admin"
     assert sum(1 for n in store.recorder.select_notifications(1, 100) if "api_key" in n.topic) == 2

@@ -2,6 +2,7 @@
 store named by TICKETING_DATABASE_URL, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import queue
@@ -187,7 +188,7 @@ def test_keys_create_list_revoke(ticketctl: Run, service: Intake) -> None:
                         "--json")
     assert created.returncode == 0, created.stderr
     issued = json.loads(created.stdout)
-    principal = service.gate.keyring.authenticate(issued["key"])
+    principal = asyncio.run(service.gate.keyring.authenticate(issued["key"]))
     assert (principal.role, principal.customers) == ("integration", frozenset({"C-汉中电力"}))
 
     listed = ticketctl("keys", "list")
@@ -199,4 +200,4 @@ def test_keys_create_list_revoke(ticketctl: Run, service: Intake) -> None:
     assert issued["id"] not in ticketctl("keys", "list").stdout
     assert issued["id"] in ticketctl("keys", "list", "--revoked").stdout
     with pytest.raises(Unauthenticated):
-        service.gate.keyring.authenticate(issued["key"])
+        asyncio.run(service.gate.keyring.authenticate(issued["key"]))
