@@ -74,5 +74,6 @@ def intake(
     parts.app = create_app(
         parts.desk, parts.ticket_list, policy, contracts, parts.contract_list, parts.sla_compliance, parts.webhooks,
         parts.gate, parts.key_list, max_body_bytes=settings.max_body_bytes, ready=ready,
+        opentelemetry=settings.opentelemetry,
     )
     return parts

@@ -32,6 +32,10 @@ class Settings(BaseSettings):
         "models (ticket list, SLA compliance) may trail the store for a moment when the cores are busy; the "
         "promise path (intake, relay, SLA clock, dispatch) may not wait behind them. 0: as started.",
     )
+    opentelemetry: bool = Field(
+        False, description="FastAPI's native OpenTelemetry in the APIs: spans, metrics and logs through the "
+        "global providers you configure (FASTAPI_OTEL_AUTO_CONFIGURE=true adds OTLP exporters).",
+    )
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     dispatch_port: int = 8081

@@ -18,6 +18,7 @@ from services.intake import limits
 from services.intake.access import Context, Gate
 from services.intake.app import TicketRef, _store_reachable
 from services.intake.schemas import Instant, Offset
+from shared import serving
 from shared.dispatching import Need, Rota, branches_serving, duty, rank, region_of, required_skill, service_instant
 from shared.domain.contract import CODE_PATTERN
 from shared.domain.engineer import Engineer
@@ -56,13 +57,14 @@ TICKET_ACTIONS: list[tuple[str, str, type[BaseModel], str]] = [
 ]
 
 
-def create_app(parts: "Dispatch", *, max_body_bytes: int = limits.MAX_BODY_BYTES) -> FastAPI:
+def create_app(parts: "Dispatch", *, max_body_bytes: int = limits.MAX_BODY_BYTES, opentelemetry: bool = False) -> FastAPI:
     app = FastAPI(
         title="Ticketing dispatch: engineers and spare units",
         version="1.0",
         description="Engineers, duty rotas and spare units; who can take a ticket now; engineers' actions on tickets. "
         "Every route but /healthz and /readyz needs an API key: `Authorization: Bearer <key>`.",
         responses=problems.RESPONSES,
+        telemetry=serving.telemetry(opentelemetry),
     )
     problems.install(app)
     limits.install(app, max_body_bytes)

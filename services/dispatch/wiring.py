@@ -87,5 +87,5 @@ def dispatch(settings: Settings, *, clock: Clock | None = None) -> Dispatch:
         dispatcher=Dispatcher(store, clock, rules, reads, roster, spares),
         gate=Gate.configure(settings, store, clock),
     )
-    parts.app = create_app(parts, max_body_bytes=settings.max_body_bytes)
+    parts.app = create_app(parts, max_body_bytes=settings.max_body_bytes, opentelemetry=settings.opentelemetry)
     return parts

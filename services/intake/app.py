@@ -21,6 +21,7 @@ from services.intake.keys import keys_router
 from services.intake.policy import policy_router
 from services.intake.reports import reports_router
 from services.intake.webhooks import webhooks_router
+from shared import serving
 from shared.contracts import ContractBook
 from shared.audit import FeedFilter, TimelineLine, incident_report, read_feed, report_markdown, timeline, version_at
 from shared.desk import IdempotencyToken, TicketDesk
@@ -73,6 +74,7 @@ def create_app(
     *,
     max_body_bytes: int = limits.MAX_BODY_BYTES,
     ready: Callable[[], dict[str, bool]] = lambda: {},
+    opentelemetry: bool = False,
 ) -> FastAPI:
     app = FastAPI(
         title="Ticketing: after-sales technical support",
@@ -80,14 +82,10 @@ def create_app(
         description="Open incidents, run ticket commands, and read any ticket's full event history. "
         "Every route but /healthz and /readyz needs an API key: `Authorization: Bearer <key>`.",
         responses=problems.RESPONSES,
+        telemetry=serving.telemetry(opentelemetry),
     )
     problems.install(app)
     limits.install(app, max_body_bytes)
-    app.include_router(contracts_router(contracts, contract_list, gate))
-    app.include_router(reports_router(sla_compliance, gate))
-    app.include_router(webhooks_router(webhooks, gate))
-    app.include_router(keys_router(gate.keyring, key_list, gate))
-    app.include_router(policy_router(policy, gate))
     Reader = gate.context("tickets:read")
 
     @app.get("/healthz", tags=["ops"])
@@ -297,7 +295,13 @@ def create_app(
             summary=summary,
             response_model=schemas.TicketRead,
         )(_command_route(desk, command, body_model, as_recorded, gate))
-
+    # After the ticket routes: a request is matched against routes in order, and a storm
+    # of reports is matched against POST /v1/tickets.
+    app.include_router(contracts_router(contracts, contract_list, gate))
+    app.include_router(reports_router(sla_compliance, gate))
+    app.include_router(webhooks_router(webhooks, gate))
+    app.include_router(keys_router(gate.keyring, key_list, gate))
+    app.include_router(policy_router(policy, gate))
     return app
 
 
