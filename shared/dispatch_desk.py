@@ -103,7 +103,7 @@ class Dispatcher:
     def _decide(self, reactions: Sequence[Reaction]) -> tuple[dict[UUID, str | Exception], Workspace] | _Failed:
         self.reads.refresh(units=False)  # one that lends a unit looks at the unit list then
         tickets = self.store.get_many([r.ticket_id for r in reactions])
-        workspace = Workspace()
+        workspace = Workspace(self.reads.known)
         done: dict[UUID, str | Exception] = {}
         for r in reactions:
             ticket = tickets.get(r.ticket_id)

@@ -76,6 +76,15 @@ class ReadModels:
                             raise
                         log.info("catching up %s again after %s", projection.name, type(error).__name__)
 
+    def known(self, stream_id: UUID) -> Aggregate | None:
+        """An engineer as the engineer list last saw it (a copy), if it holds it: caught
+        up before every decision, that is as fresh as a read of the engineer's stream,
+        without the read. A change recorded since is a conflict at the decision's
+        save, and the decision, taken again, catches up first. (Not units: a staffing
+        decision does not catch up the unit list.)"""
+        with self._lock:  # a catch-up evolves the aggregates it keeps in place
+            return self.engineers.kept(stream_id)
+
 
 def save_retrying(store: EventStore, decide: Callable[[], tuple[T, Sequence[Aggregate]]]) -> T:
     """Run `decide`, which reads fresh state and returns its result and the aggregates
@@ -96,9 +105,11 @@ class Workspace:
     object, so the second sees what the first did (as if they ran one after the
     other), and one save records both."""
 
-    def __init__(self) -> None:
+    def __init__(self, known: Callable[[UUID], Aggregate | None] = lambda _: None) -> None:
+        """`known`: an aggregate already at hand (ReadModels.known), or None to read it."""
         self.held: dict[UUID, Any] = {}
         self._listed: dict[Hashable, Any] = {}
+        self._known = known
 
     def hold(self, aggregate: A) -> A:
         return self.held.setdefault(aggregate.id, aggregate)
@@ -106,7 +117,7 @@ class Workspace:
     def get(self, book: Book[A], code: str) -> A:
         stream_id = book.stream_id(code)
         if stream_id not in self.held:
-            self.held[stream_id] = book.get(code)
+            self.held[stream_id] = self._known(stream_id) or book.get(code)
         return self.held[stream_id]
 
     def listed(self, query: Hashable, read: Callable[[], T]) -> T:

@@ -63,6 +63,12 @@ class AggregateRows:
     def row(self, aggregate: Any) -> dict[str, Any]:
         raise NotImplementedError
 
+    def kept(self, aggregate_id: UUID) -> Aggregate | None:
+        """A copy of the aggregate as a recent batch left it, if one did: it has every
+        event of its stream up to `seen_up_to`, since the rows read all of them."""
+        kept = self._recent.get(aggregate_id)
+        return copy.deepcopy(kept) if kept is not None else None
+
     def catch_up(self, batch: int = LIVE_BATCH, *, latest: int | None = None) -> int:
         """Apply the next batch of the aggregate's events; returns how many it applied
         (0: caught up with everything recorded when it looked). `latest`: the log's last

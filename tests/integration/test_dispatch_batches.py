@@ -135,3 +135,47 @@ def test_two_tickets_of_one_batch_wanting_the_last_unit_one_gets_it(parts: tuple
     assert str(unit.ticket_id) in {str(t) for t in tickets}
     without = next(t for t, units in zip(tickets, lent) if not units)
     assert "SpareUnitUnavailable" in [type(e).__name__ for e in back.tickets.history(without)]
+
+
+def test_a_decision_takes_engineers_as_the_caught_up_list_holds_them(parts: tuple[Intake, Dispatch],
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once the engineer list has caught up, a decision reads no engineer's stream: the
+    list has just applied every event of it."""
+    front, back = parts
+    first, second = open_tickets(front, 2)
+    back.dispatcher.react_many(opened([first]))  # the list now holds E-013 as it took the first ticket
+
+    def unread(code: str) -> Any:
+        raise AssertionError(f"read {code}'s stream")
+
+    monkeypatch.setattr(back.roster, "get", unread)
+    assert back.dispatcher.react_many(opened([second]))[second] == "E-013 assigned as lead"
+    monkeypatch.undo()
+    assert carried(back, "E-013") == [str(first), str(second)]
+
+
+def test_an_engineer_changed_since_the_list_caught_up_is_a_conflict_decided_again(
+    parts: tuple[Intake, Dispatch], database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another dispatch process books the engineer between this one's catch-up and its
+    save: the save conflicts, and the decision, taken again, catches up and sees it."""
+    front, back = parts
+    warm, mine, theirs = open_tickets(front, 3)
+    back.dispatcher.react_many(opened([warm]))  # the list holds E-013, with one ticket
+    other = dispatch(Settings(database_url=database_url, contracts_file=ROOT / "deploy" / "contracts.toml"),
+                     clock=back.dispatcher.clock)
+    refresh, looks = back.dispatcher.reads.refresh, []
+
+    def others_booking_after_the_look(**options: Any) -> None:
+        refresh(**options)
+        looks.append(1)
+        if len(looks) == 1:
+            assert other.dispatcher.react_many(opened([theirs]))[theirs] == "E-013 assigned as lead"
+
+    monkeypatch.setattr(back.dispatcher.reads, "refresh", others_booking_after_the_look)
+    try:
+        assert back.dispatcher.react_many(opened([mine]))[mine] == "E-013 assigned as lead"
+    finally:
+        other.close()
+    assert len(looks) == 2  # the conflict, then the decision again
+    assert carried(back, "E-013") == [str(warm), str(theirs), str(mine)]  # 3: E-013's most
