@@ -156,12 +156,13 @@ class TicketDesk:
     def _open_together(self, batch: list[_Request]) -> None:
         """Number and save `batch` in one transaction; each request gets its outcome.
 
-        A request whose ticket is recorded already (a retry) is answered with it. A
-        conflict means another writer took one of the numbers, or opened one of these
-        very tickets (a retry racing its first attempt): look again and save the rest.
-        A request that cannot be opened (its details refused) fails alone."""
+        A conflict means another writer took one of the numbers, or one of these very
+        tickets is recorded already (a retry, whose ticket id its token gives): look
+        again, answer the retries with their tickets, and save the rest. Retries are
+        rare, so nobody looks before the first save. A request that cannot be opened
+        (its details refused) fails alone."""
         waiting = batch
-        conflicted = True  # until looked: a retry's first attempt may be recorded
+        conflicted = False
         # A storm of reports from one site names one contract: read it once per batch.
         commitments = self.commitments.reading_contracts_once() if self.commitments else None
         for _ in range(_SAVE_ATTEMPTS):
