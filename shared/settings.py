@@ -32,6 +32,11 @@ class Settings(BaseSettings):
         "models (ticket list, SLA compliance) may trail the store for a moment when the cores are busy; the "
         "promise path (intake, relay, SLA clock, dispatch) may not wait behind them. 0: as started.",
     )
+    notifier_niceness: int = Field(
+        10, ge=0, le=19, description="How far the notifier lowers its own CPU priority (nice) at start: a "
+        "webhook telling of a recorded event may leave a moment later when the cores are busy, the recording "
+        "(the promise path) may not. 0: as started.",
+    )
     opentelemetry: bool = Field(
         False, description="FastAPI's native OpenTelemetry in the APIs: spans, metrics and logs through the "
         "global providers you configure (FASTAPI_OTEL_AUTO_CONFIGURE=true adds OTLP exporters).",

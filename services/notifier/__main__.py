@@ -8,6 +8,7 @@ TICKETING_WEBHOOK_* settings. Run as many as you like: they share the work.
 from __future__ import annotations
 
 import asyncio
+import os
 from contextlib import closing
 from functools import partial
 
@@ -32,6 +33,10 @@ async def notify(settings: Settings, nc: Client, stop: asyncio.Event) -> None:
 
 def main() -> None:
     settings = Settings()
+    # Measured at 157 tickets/s on 2 cores (2 runs each): relay lag p99 64 and 44 ms,
+    # POST -> engineer assigned p99 182 and 157 ms at the same priority as the rest;
+    # 33 and 42 ms, 128 and 145 ms niced 10.
+    os.nice(settings.notifier_niceness)
     run_worker("notifier", settings, partial(notify, settings), needs_nats_for="the notifier reads events from NATS JetStream")
 
 

@@ -81,13 +81,14 @@ def test_make_run_says_ready_only_once_every_service_is_up(tmp_path: Path) -> No
         assert product.stop() == 0, "".join(product.output)
 
 
-def test_make_run_runs_the_projector_behind_the_promise_path(tmp_path: Path) -> None:
-    """Read models may trail for a moment when the cores are busy; intake, the relay,
-    the SLA clock and dispatch may not wait behind them."""
+def test_make_run_runs_the_projector_and_the_notifier_behind_the_promise_path(tmp_path: Path) -> None:
+    """Read models and webhooks may trail for a moment when the cores are busy; intake,
+    the relay, the SLA clock and dispatch may not wait behind them."""
     product = start_product(tmp_path / "var", **SLA_SETTINGS)
     try:
         niceness = {module: os.getpriority(os.PRIO_PROCESS, pid) for pid, module in _children(product.process.pid)}
         assert niceness.pop("services.projector") == Settings().projector_niceness == 10
+        assert niceness.pop("services.notifier") == Settings().notifier_niceness == 10
         assert set(niceness.values()) == {0}, niceness
     finally:
         assert product.stop() == 0, "".join(product.output)

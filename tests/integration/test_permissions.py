@@ -21,7 +21,9 @@ from fastapi.testclient import TestClient
 from services.dispatch.wiring import Dispatch, dispatch
 from shared.bootstrap import Intake, intake
 from shared.clock import FakeClock
-from shared.keys import Keyring, first_admin_key, record_admin_key
+from shared.domain.api_key import Role
+from shared.domain.errors import Unauthenticated
+from shared.keys import BOOTSTRAP_ACTOR, Keyring, first_admin_key, new_secret, record_admin_key
 from shared.settings import ROOT, Settings
 from shared.store import EventStore
 from tests.keys import bearer
@@ -199,3 +201,27 @@ def test_the_first_start_issues_one_admin_key_and_an_operator_s_key_is_recorded_
     record_admin_key(keyring, "operator-chosen-key")  # every start, every replica: still one key
     assert asyncio.run(keyring.authenticate("operator-chosen-key")).role == "admin"
     assert sum(1 for n in store.recorder.select_notifications(1, 100) if "api_key" in n.topic) == 2
+
+
+async def test_keys_presented_at_the_same_moment_are_read_together_and_each_judged_alone(
+    store: EventStore, clock: FakeClock
+) -> None:
+    keyring = Keyring(store, clock)
+    issued = [keyring.issue(name=f"client-{n}", role=Role.INTEGRATION, customers=("C-汉中电力",),
+                            actor=BOOTSTRAP_ACTOR, correlation_id="test")[1] for n in range(3)]
+    revoked = keyring.issue(name="leaked", role=Role.AGENT, actor=BOOTSTRAP_ACTOR, correlation_id="test")
+    keyring.revoke(revoked[0].id, reason="leaked", actor=BOOTSTRAP_ACTOR, correlation_id="test")
+    reads, get_many = [], store.get_many
+
+    def counted(ids: Any) -> Any:
+        reads.append(len(ids))
+        return get_many(ids)
+
+    store.get_many = counted  # type: ignore[method-assign]
+    presented = [*issued, *issued, revoked[1], new_secret(), ""]
+    answers = await asyncio.gather(*(keyring.authenticate(secret) for secret in presented),
+                                   return_exceptions=True)
+
+    assert [a.name for a in answers[:6]] == ["client-0", "client-1", "client-2"] * 2  # type: ignore[union-attr]
+    assert all(isinstance(a, Unauthenticated) for a in answers[6:])  # revoked, unknown, none
+    assert reads == [5]  # the 5 keys among the 8 presented, in one read
