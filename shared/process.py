@@ -68,6 +68,13 @@ def run_worker(name: str, settings: Settings, work: Work, *, needs_nats_for: str
     logging.getLogger(f"services.{name}").info("%s stopped", name)
 
 
+def exit_cleanly_on_signals() -> None:
+    """For a process serving HTTP: uvicorn handles SIGTERM and SIGINT while it serves
+    and raises them again when done; exit cleanly then, and on one during start-up."""
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: sys.exit(0))
+
+
 def run_loop(main: Coroutine[Any, Any, None]) -> None:
     """`asyncio.run(main)`, tuned for a long-lived service.
 

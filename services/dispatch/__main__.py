@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import sys
 
 import uvicorn
@@ -20,7 +19,7 @@ from nats.aio.client import Client
 from services.dispatch.wiring import Dispatch, dispatch
 from services.dispatch.worker import DispatchWorker
 from shared.bus import ensure_event_stream
-from shared.process import run_loop, with_nats
+from shared.process import exit_cleanly_on_signals, run_loop, with_nats
 from shared.serving import server_options
 from shared.settings import Settings
 
@@ -54,10 +53,7 @@ async def serve(parts: Dispatch, settings: Settings) -> None:
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s dispatch %(levelname)s %(name)s: %(message)s")
-    # uvicorn handles the signals while it serves and raises them again when done:
-    # exit cleanly then, and on a signal during start-up.
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: sys.exit(0))
+    exit_cleanly_on_signals()
     settings = Settings()
     if not settings.nats_url:
         sys.exit("dispatch: TICKETING_NATS_URL is not set; the dispatch worker consumes ticket events from NATS")

@@ -2,15 +2,13 @@
 from __future__ import annotations
 
 import logging
-import signal
 import socket
-import sys
 from urllib.parse import urlsplit
 
 import uvicorn
 
 from shared.bootstrap import intake
-from shared.process import run_loop
+from shared.process import exit_cleanly_on_signals, run_loop
 from shared.serving import server_options
 from shared.settings import Settings
 
@@ -26,10 +24,7 @@ def nats_reachable(url: str) -> bool:
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s intake %(levelname)s %(name)s: %(message)s")
-    # uvicorn handles the signals while it serves and raises them again when done:
-    # exit cleanly then, and on a signal during start-up.
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: sys.exit(0))
+    exit_cleanly_on_signals()
     settings = Settings()
     nats_url = settings.nats_url
     ready = (lambda: {"nats": nats_reachable(nats_url)}) if nats_url else (lambda: {})
