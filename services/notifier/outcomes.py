@@ -1,42 +1,38 @@
 """Recording attempt outcomes, many per transaction.
 
 Each delivery waits for its own outcome to be committed before its message is
-acknowledged; deliveries finishing at about the same moment share one commit.
-That keeps the database's per-commit cost (an fsync on SQLite, a round trip on
-PostgreSQL) and the thread hand-off from setting the pace of delivery.
+acknowledged; deliveries finishing at about the same moment share one commit (the
+Combiner's batches, shared/combining.py). That keeps the database's per-commit cost
+(an fsync on SQLite, a round trip on PostgreSQL) and the thread hand-off from setting
+the pace of delivery.
 """
 from __future__ import annotations
 
-import asyncio
+from dataclasses import dataclass
 
+from shared.combining import Combiner
 from shared.projections.webhook_deliveries import DeliveryLog, Outcome
+
+
+@dataclass
+class _Pending:
+    attempt: Outcome
+    outcome: bool | BaseException | None = None  # True once committed
 
 
 class OutcomeWriter:
     def __init__(self, deliveries: DeliveryLog) -> None:
         self._log = deliveries
-        self._waiting: list[tuple[Outcome, asyncio.Future[None]]] = []
-        self._writing: asyncio.Task[None] | None = None
+        self._commits: Combiner[_Pending] = Combiner(self._commit)
 
     async def record(self, outcome: Outcome) -> None:
         """Returns once the outcome is committed; raises what the commit raised."""
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.append((outcome, done))
-        if self._writing is None or self._writing.done():
-            self._writing = asyncio.create_task(self._write())
-        await done
+        pending = _Pending(outcome)
+        await self._commits.submit_async(pending)
+        if isinstance(pending.outcome, BaseException):
+            raise pending.outcome
 
-    async def _write(self) -> None:
-        # Outcomes arriving while a batch commits form the next batch.
-        while self._waiting:
-            batch, self._waiting = self._waiting, []
-            try:
-                await asyncio.to_thread(self._log.record, [outcome for outcome, _ in batch])
-            except Exception as error:  # noqa: BLE001 - handed to every waiting delivery, which decides
-                for _, done in batch:
-                    if not done.done():  # a delivery cancelled at shutdown no longer waits
-                        done.set_exception(error)
-            else:
-                for _, done in batch:
-                    if not done.done():
-                        done.set_result(None)
+    def _commit(self, batch: list[_Pending]) -> None:
+        self._log.record([pending.attempt for pending in batch])
+        for pending in batch:
+            pending.outcome = True
