@@ -48,6 +48,16 @@ def subject(event: DomainEventProtocol[UUID]) -> str:
     return f"events.{event_type(event)}"
 
 
+def subjects_of(base: type) -> set[str]:
+    """The subject of every event class derived from `base` that has no subclass of
+    its own: a class that has one (Ticket.Staffing, say) groups events, and is never
+    recorded itself."""
+    kinds = base.__subclasses__()
+    if not kinds:
+        return {f"events.{_type_name(base)}"}
+    return set().union(*map(subjects_of, kinds))
+
+
 def event_data(event: DomainEventProtocol[UUID]) -> dict[str, Any]:
     fields = {k: v for k, v in vars(event).items() if k not in _ENVELOPE}
     return to_jsonable_python(fields)

@@ -3,8 +3,8 @@ falls due when it fires.
 
 Two durable pull consumers, shared by every instance (each message goes to one):
 
-    EVENTS      filtered to events.ticket.>   a ticket changed: record anything
-                                              already due, then re-arm its timer
+    EVENTS      filtered to the ticket        a ticket changed: record anything
+                events but dispatch's         already due, then re-arm its timer
     SLA_TIMERS  filtered to sla.due.>         a timer fired: wait out the lead
                                               (see timers.py), record what is due,
                                               then re-arm (always: a timer that fired
@@ -45,10 +45,18 @@ from services.sla_clock.timers import DUE_SUBJECTS, LEAD_SECONDS, Due, Timers
 from shared.bus import TRANSIENT_ERRORS
 from shared.clock import Clock
 from shared.domain.errors import TicketNotFound
+from shared.domain.ticket import Ticket
+from shared.event_format import subjects_of
 
 log = logging.getLogger(__name__)
 
-TICKET_EVENTS = "events.ticket.>"
+# The ticket events that may move a clock, owe an alert or change the escalation
+# level: all but dispatch's (Ticket.Staffing). Filtered by the server, so the many
+# assignments a storm brings cost this service nothing. (The SLA events themselves,
+# events.sla.*, are saved with a ticket event that is consumed, or recorded here.)
+TICKET_EVENTS = sorted(
+    name for name in subjects_of(Ticket.Event) - subjects_of(Ticket.Staffing) if name.startswith("events.ticket.")
+)
 EVENTS_CONSUMER = "sla_clock"
 DUE_CONSUMER = "sla_clock_due"
 # How soon a message in the hands of an instance that died goes to another one. It
@@ -105,7 +113,7 @@ class SlaClockWorker:
         """Consume both streams until `stop` is set. Returns once no store call is left
         running, so the caller may close the store."""
         events = await self._subscribe(self.events_stream, EVENTS_CONSUMER, TICKET_EVENTS)
-        due = await self._subscribe(self.timers.stream, DUE_CONSUMER, DUE_SUBJECTS)
+        due = await self._subscribe(self.timers.stream, DUE_CONSUMER, [DUE_SUBJECTS])
         log.info("keeping SLA time for stream %s with timers in %s", self.events_stream, self.timers.stream)
         settlers = [asyncio.create_task(self._settler()) for _ in range(SETTLERS)]
         try:
@@ -120,11 +128,12 @@ class SlaClockWorker:
     async def _in_thread(self, call: Callable[[A], R], argument: A) -> R:
         return await asyncio.get_running_loop().run_in_executor(self._threads, call, argument)
 
-    async def _subscribe(self, stream: str, durable: str, subject: str) -> JetStreamContext.PullSubscription:
+    async def _subscribe(self, stream: str, durable: str, subjects: list[str]) -> JetStreamContext.PullSubscription:
         # Creating a consumer that exists with this configuration changes nothing, so
-        # every instance may do it at start.
+        # every instance may do it at start; one made by an earlier release with other
+        # filters is brought to these.
         await self.js.add_consumer(stream, ConsumerConfig(
-            name=durable, durable_name=durable, filter_subject=subject, deliver_policy=DeliverPolicy.ALL,
+            name=durable, durable_name=durable, filter_subjects=subjects, deliver_policy=DeliverPolicy.ALL,
             ack_policy=AckPolicy.EXPLICIT, ack_wait=ACK_WAIT_SECONDS, max_ack_pending=MAX_OUTSTANDING,
         ))
         return await self.js.pull_subscribe_bind(durable=durable, stream=stream)

@@ -647,7 +647,11 @@ class Ticket(Chained):
 
     # -- dispatch events: state assignment only ----------------------------------------
 
-    class EngineerAssigned(Event):
+    class Staffing(Event):
+        """Who works the ticket, and with which spare units. No SLA clock, alert or
+        escalation level depends on these: the SLA clock does not read them."""
+
+    class EngineerAssigned(Staffing):
         engineer: str
         level: str
         role: str
@@ -662,7 +666,7 @@ class Ticket(Chained):
             ticket.assignments = (*kept, Ticket.Assignment(self.engineer, self.level, self.role, self.for_level))
             ticket.dispatch_cause = max(ticket.dispatch_cause, self.cause)
 
-    class NoEngineerAvailable(Event):
+    class NoEngineerAvailable(Staffing):
         role: str
         for_level: str
         reason: str
@@ -673,13 +677,13 @@ class Ticket(Chained):
         def apply(self, ticket: Ticket) -> None:
             ticket.dispatch_cause = max(ticket.dispatch_cause, self.cause)
 
-    class AssignmentAccepted(Event):
+    class AssignmentAccepted(Staffing):
         engineer: str
 
         def apply(self, ticket: Ticket) -> None:
             ticket.accepted_by = ticket.accepted_by | {self.engineer}
 
-    class _EngineerLeft(Event):
+    class _EngineerLeft(Staffing):
         """An engineer leaves the ticket and is not dispatched to it again."""
 
         engineer: str
@@ -703,11 +707,11 @@ class Ticket(Chained):
             super().apply(ticket)
             ticket.engineer_floor = max(ticket.engineer_floor, self.level, key=ESCALATION_LEVELS.index)
 
-    class EngineerDeparted(Event):
+    class EngineerDeparted(Staffing):
         engineer: str
         eta: str
 
-    class SpareUnitReserved(Event):
+    class SpareUnitReserved(Staffing):
         unit: str
         serial: str
         model: str
@@ -720,7 +724,7 @@ class Ticket(Chained):
             ticket.spare_units = ticket.spare_units | {self.unit}
             ticket.dispatch_cause = max(ticket.dispatch_cause, self.cause)
 
-    class SpareUnitUnavailable(Event):
+    class SpareUnitUnavailable(Staffing):
         model: str
         reason: str
         next_step: str
@@ -729,18 +733,18 @@ class Ticket(Chained):
         def apply(self, ticket: Ticket) -> None:
             ticket.dispatch_cause = max(ticket.dispatch_cause, self.cause)
 
-    class SpareUnitShipped(Event):
+    class SpareUnitShipped(Staffing):
         unit: str
         reference: str
 
-    class SpareUnitInstalled(Event):
+    class SpareUnitInstalled(Staffing):
         unit: str
         return_by: datetime
 
         def apply(self, ticket: Ticket) -> None:
             ticket.loaned_units = ticket.loaned_units | {self.unit}
 
-    class _SpareUnitGone(Event):
+    class _SpareUnitGone(Staffing):
         """The unit no longer concerns the ticket: back in stock, or the customer's for good."""
 
         unit: str
@@ -760,7 +764,7 @@ class Ticket(Chained):
     class SpareReservationReleased(_SpareUnitGone):
         reason: str
 
-    class SpareReturnOverdue(Event):
+    class SpareReturnOverdue(Staffing):
         unit: str
         return_by: datetime
 

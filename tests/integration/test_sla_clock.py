@@ -17,11 +17,12 @@ from uuid import UUID, uuid4
 
 import pytest
 from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig
 
 from services.relay.worker import Relay
 from services.sla_clock.alarms import Settled, SlaAlarms
 from services.sla_clock.timers import Timers, ensure_timer_stream
-from services.sla_clock.worker import FETCH_SECONDS, SlaClockWorker
+from services.sla_clock.worker import EVENTS_CONSUMER, FETCH_SECONDS, TICKET_EVENTS, SlaClockWorker
 from shared.bootstrap import Intake, intake
 from shared.bus import connect, ensure_event_stream
 from shared.clock import FakeClock, SystemClock
@@ -361,6 +362,42 @@ async def test_a_relayed_p1_gets_its_warning_and_breach_within_a_second(database
         # Cancelled: nothing more is owed, so the ticket's timer is gone from the stream.
         await asyncio.to_thread(act, service, ticket, "cancel", reason="误报")
         await _poll(lambda: _timer_gone(running.js, ticket), 5)
+
+
+async def test_dispatch_events_never_reach_the_clock_and_an_older_consumer_is_narrowed(
+    database_url: str, nats_url: str
+) -> None:
+    """An engineer's assignment moves no clock, so the server never delivers it: a storm
+    of assignments costs the SLA clock nothing. A consumer an earlier release made for
+    every ticket event is narrowed at start, keeping its place."""
+    nc = await connect(nats_url)
+    js = nc.jetstream()
+    await ensure_event_stream(js, "EVENTS")
+    await js.add_consumer("EVENTS", ConsumerConfig(name=EVENTS_CONSUMER, durable_name=EVENTS_CONSUMER,
+                                                   filter_subject="events.ticket.>", ack_policy=AckPolicy.EXPLICIT))
+    await nc.close()
+    async with relay_and_clock(database_url, nats_url) as running:
+        service = running.service
+        ticket = await asyncio.to_thread(open_ticket, service, contract="K-TEST-7X24")
+        await _poll(lambda: _delivered(running.js, 1), 5)  # ticket.opened (its SLA commitment is events.sla.*)
+        assigned = service.desk.get(ticket.id)
+        assigned.assign_engineer(engineer="E-HZ-01", level="L2", role="lead", for_level="L2", rules=[], reason="test",
+                                 cause=assigned.version, at=datetime.now(assigned.received_at.tzinfo), actor=SLA_CLOCK,
+                                 correlation_id="c-assign")
+        await asyncio.to_thread(service.desk.store.save, assigned)
+        await asyncio.to_thread(act, service, ticket, "acknowledge", plan="远程排查")
+        await _poll(lambda: _delivered(running.js, 2), 5)  # the acknowledgement, not the assignment
+        info = await running.js.consumer_info("EVENTS", EVENTS_CONSUMER)
+        history = [e["type"] for e in map(history_entry, service.desk.history(ticket.id))]
+    assert history[-2:] == ["ticket.engineer_assigned", "ticket.acknowledged"]
+    assert info.delivered.consumer_seq == 2 and info.num_pending == 0
+    assert set(info.config.filter_subjects or []) == set(TICKET_EVENTS)
+    assert "events.ticket.acknowledged" in TICKET_EVENTS and "events.ticket.engineer_assigned" not in TICKET_EVENTS
+
+
+async def _delivered(js: JetStreamContext, count: int) -> bool:
+    info = await js.consumer_info("EVENTS", EVENTS_CONSUMER)
+    return info.delivered.consumer_seq >= count and info.num_ack_pending == 0
 
 
 class SlowAlarms(SlaAlarms):
