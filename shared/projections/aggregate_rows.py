@@ -27,6 +27,7 @@ from sqlalchemy import Connection, Engine, Table
 from sqlalchemy.dialects import postgresql, sqlite
 
 from shared.projections.tracking import create_tables, read_position, save_position
+from shared.read_db import reading
 from shared.store import EventStore, Share
 
 RECENT = 10_000  # aggregates kept between batches
@@ -73,22 +74,26 @@ class AggregateRows:
         """Apply the next batch of the aggregate's events; returns how many it applied
         (0: caught up with everything recorded when it looked). `latest`: the log's last
         position, when the caller has just read it."""
-        with self.engine.begin() as conn:
+        # Only a write needs a transaction: a dispatch process looks before every
+        # decision, and mostly finds nothing new. (Another process catching up at the
+        # same time writes the same rows for the same events, as it did when the
+        # position was read inside the transaction, READ COMMITTED taking no lock.)
+        with reading(self.engine) as conn:
             saved = self.committed = read_position(conn, self.name)
-            position = self._passed.get(saved, saved)
-            # The store commits positions in order, so once fewer than `batch` of our
-            # events lie between here and the last position, everything up to it is
-            # seen and the next look starts there. With none of ours among them, that
-            # is only remembered, not written: a dispatch process looks before every
-            # decision, and a commit each time would cost more than the look.
-            notifications, latest = self._read_batch(position, batch, latest)
-            reached = _reached(notifications, batch, latest)
-            if not notifications:
-                self._passed = {saved: reached}
-                self.seen_up_to = reached
-                return 0
-            evolved = self._evolved(notifications)
-            self._write(conn, [self.row(aggregate) for aggregate in evolved.values()], reached)
+        position = self._passed.get(saved, saved)
+        # The store commits positions in order, so once fewer than `batch` of our
+        # events lie between here and the last position, everything up to it is
+        # seen and the next look starts there. With none of ours among them, that
+        # is only remembered, not written: a commit each time would cost more than
+        # the look.
+        notifications, latest = self._read_batch(position, batch, latest)
+        reached = _reached(notifications, batch, latest)
+        if not notifications:
+            self._passed = {saved: reached}
+            self.seen_up_to = reached
+            return 0
+        evolved = self._evolved(notifications)
+        self._commit([self.row(aggregate) for aggregate in evolved.values()], reached)
         self.seen_up_to = self.committed = reached
         self._keep(evolved)  # only once committed: a failed batch leaves nothing ahead of the saved position
         return len(notifications)
@@ -99,20 +104,20 @@ class AggregateRows:
         one before is written in another (both wait on the database). Returns how many
         events it applied; `progress` hears each position committed. A write that fails
         stops the replay at the last commit, as a failed catch-up does."""
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             saved = read_position(conn, self.name)
         position, replayed = self._passed.get(saved, saved), 0
         writing: Future[int] | None = None  # the position its commit reached
         with ThreadPoolExecutor(1, "replay-read") as reader, ThreadPoolExecutor(1, "replay-write") as writer:
-            reading = reader.submit(self._read_batch, position, batch, stop)
+            next_read = reader.submit(self._read_batch, position, batch, stop)
             try:
                 while True:
-                    notifications, latest = reading.result()
+                    notifications, latest = next_read.result()
                     if notifications:
                         position = _reached(notifications, batch, latest)
                         # A short batch reached the log's end as it was: look again from there.
-                        reading = reader.submit(self._read_batch, position, batch,
-                                                latest if len(notifications) == batch else stop)
+                        next_read = reader.submit(self._read_batch, position, batch,
+                                                  latest if len(notifications) == batch else stop)
                         evolved = self._evolved(notifications)
                         rows = [self.row(aggregate) for aggregate in evolved.values()]  # before the next batch evolves them
                         self._keep(evolved)  # the next batch carries on from them, committed or not yet

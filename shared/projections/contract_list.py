@@ -13,6 +13,7 @@ from sqlalchemy import Column, Date, Integer, String, Table, func, select
 from shared.domain.contract import TEXT_MAX, Contract
 from shared.projections.aggregate_rows import AggregateRows
 from shared.projections.tracking import metadata
+from shared.read_db import reading
 
 NAME = "contract_list"
 
@@ -55,7 +56,7 @@ class ContractListProjection(AggregateRows):
     def by_customer(self, customer: str, limit: int = 50, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
         """One customer's contracts, ordered by code, and how many there are in all."""
         where = contracts.c.customer == customer
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             total = conn.scalar(select(func.count()).select_from(contracts).where(where)) or 0
             rows = conn.execute(
                 select(contracts).where(where).order_by(contracts.c.code).limit(limit).offset(offset)

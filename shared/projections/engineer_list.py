@@ -18,6 +18,7 @@ from shared.dispatching import Candidate, Rota
 from shared.domain.engineer import TEXT_MAX, Engineer
 from shared.projections.aggregate_rows import AggregateRows
 from shared.projections.tracking import metadata
+from shared.read_db import reading
 
 NAME = "engineer_list"
 
@@ -79,7 +80,7 @@ class EngineerListProjection(AggregateRows):
         where = or_(engineers.c.branch.in_(list(branches)), engineers.c.id.in_(list(also)))
         # Not the tickets carried: decoding that JSON for every engineer would double the read.
         columns = [c for c in engineers.c if c.name != "tickets"]
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             return [candidate(dict(r)) for r in conn.execute(select(*columns).where(where)).mappings()]
 
     def _select(self, where: EngineerFilter) -> list[dict[str, Any]]:
@@ -90,5 +91,5 @@ class EngineerListProjection(AggregateRows):
             conditions.append(engineers.c.level == where.level)
         if where.active is not None:
             conditions.append(engineers.c.active == where.active)
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             return [dict(r) for r in conn.execute(select(engineers).where(*conditions).order_by(engineers.c.id)).mappings()]

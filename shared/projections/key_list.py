@@ -9,6 +9,7 @@ from sqlalchemy import JSON, Column, DateTime, Float, Integer, String, Table, fu
 from shared.domain.api_key import NAME_MAX, ApiKey
 from shared.projections.aggregate_rows import AggregateRows
 from shared.projections.tracking import metadata
+from shared.read_db import reading
 
 keys = Table(
     "key_list",
@@ -49,6 +50,6 @@ class KeyListProjection(AggregateRows):
         if active is not None:
             conditions.append(keys.c.revoked_at.is_(None) if active else keys.c.revoked_at.is_not(None))
         page = select(keys).where(*conditions).order_by(keys.c.issued_at.desc(), keys.c.id).limit(limit).offset(offset)
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             total = conn.execute(select(func.count()).select_from(keys).where(*conditions)).scalar_one()
             return [dict(r) for r in conn.execute(page).mappings()], total

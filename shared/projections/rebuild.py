@@ -24,6 +24,7 @@ from sqlalchemy import select
 
 from shared.projections.aggregate_rows import AggregateRows, share_position_name
 from shared.projections.tracking import positions, save_position
+from shared.read_db import reading
 from shared.store import Share, reopened
 
 Progress = Callable[[int], None]
@@ -88,7 +89,7 @@ def _replay_shared(projection: AggregateRows, count: int, stop: int, batch: int,
             except EOFError:
                 answers[ready] = "it ended without an answer"  # type: ignore[index]
         if progress:
-            with projection.engine.connect() as conn:
+            with reading(projection.engine) as conn:
                 progress(min(conn.scalars(select(positions.c.position).where(positions.c.name.in_(names))), default=0))
     for pipe, worker in workers:
         worker.join()

@@ -18,6 +18,7 @@ from sqlalchemy import Boolean, Column, ColumnElement, Engine, Index, Integer, S
 from shared.domain.ticket import Ticket
 from shared.projections.aggregate_rows import AggregateRows
 from shared.projections.tracking import metadata
+from shared.read_db import reading
 from shared.sla.clocks import ClockState, view
 from shared.sla.policy import CALLBACK, TARGETS, Policy
 from shared.store import EventStore
@@ -85,7 +86,7 @@ class SlaComplianceProjection(AggregateRows):
             for outcome in OUTCOMES
         ]
         any_breach = or_(*(compliance.c[target] == "breached" for target in REPORTED_TARGETS))
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             totals = conn.execute(
                 select(func.count().label("tickets"), _count(compliance.c.committed).label("committed"), *counts).where(where)
             ).mappings().one()

@@ -18,6 +18,7 @@ from shared.domain.engineer import TEXT_MAX
 from shared.domain.spare_unit import SpareUnit, UnitState
 from shared.projections.aggregate_rows import AggregateRows
 from shared.projections.tracking import metadata
+from shared.read_db import reading
 
 NAME = "spare_unit_list"
 
@@ -73,7 +74,7 @@ class SpareUnitListProjection(AggregateRows):
             for name in ("model", "warehouse", "state", "overdue")
             if (value := getattr(where, name)) is not None
         ]
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             total = conn.scalar(select(func.count()).select_from(units).where(*conditions)) or 0
             rows = conn.execute(
                 select(units).where(*conditions).order_by(units.c.id).limit(where.limit).offset(where.offset)
@@ -88,19 +89,19 @@ class SpareUnitListProjection(AggregateRows):
             .where(*conditions).group_by(units.c.model, units.c.warehouse, units.c.state)
             .order_by(units.c.model, units.c.warehouse, units.c.state)
         )
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             return [dict(r) for r in conn.execute(statement).mappings()]
 
     def available(self, model: str) -> list[UnitOption]:
         statement = select(units.c.id, units.c.warehouse).where(
             units.c.model == model, units.c.state == UnitState.AVAILABLE.value
         )
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             return [UnitOption(code, warehouse) for code, warehouse in conn.execute(statement)]
 
     def stocks_model(self, model: str) -> bool:
         """Whether any unit of the model is registered, whatever its state."""
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             return conn.scalar(select(func.count()).select_from(units).where(units.c.model == model)) > 0
 
     def loans_due(self, now: datetime) -> list[str]:
@@ -108,5 +109,5 @@ class SpareUnitListProjection(AggregateRows):
         statement = select(units.c.id).where(
             units.c.state == UnitState.INSTALLED.value, units.c.overdue.is_(False), units.c.return_by < _utc(now)
         )
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             return list(conn.scalars(statement))

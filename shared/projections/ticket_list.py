@@ -14,6 +14,7 @@ from sqlalchemy import Boolean, Column, DateTime, Integer, String, Table, func, 
 from shared.domain.ticket import Ticket
 from shared.projections.aggregate_rows import AggregateRows
 from shared.projections.tracking import metadata
+from shared.read_db import reading
 
 NAME = "ticket_list"
 
@@ -90,7 +91,7 @@ class TicketListProjection(AggregateRows):
             conditions.append(tickets.c.received_at >= where.received_from)
         if where.received_until is not None:
             conditions.append(tickets.c.received_at < where.received_until)
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             total = conn.scalar(select(func.count()).select_from(tickets).where(*conditions)) or 0
             rows = conn.execute(
                 select(tickets).where(*conditions)

@@ -20,6 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from shared.projections.tracking import create_tables, metadata
 from shared.projections.webhook_subscriptions import utc
+from shared.read_db import reading
 
 ERROR_MAX = 500
 
@@ -192,13 +193,13 @@ class DeliveryLog:
     # -- read by both ----------------------------------------------------------------
 
     def get(self, delivery_id: UUID) -> Delivery | None:
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             row = conn.execute(select(deliveries).where(deliveries.c.id == str(delivery_id))).mappings().first()
         return Delivery.of(row) if row else None
 
     def latest(self, subscription_id: UUID, event_id: str) -> Delivery | None:
         """The most recent delivery of an event to a subscription."""
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             row = conn.execute(
                 select(deliveries)
                 .where(deliveries.c.subscription_id == str(subscription_id), deliveries.c.event_id == event_id)
@@ -213,7 +214,7 @@ class DeliveryLog:
         where = [deliveries.c.subscription_id == str(subscription_id)]
         if status is not None:
             where.append(deliveries.c.status == status.value)
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             total = conn.scalar(select(func.count()).select_from(deliveries).where(*where)) or 0
             rows = conn.execute(
                 select(deliveries).where(*where)

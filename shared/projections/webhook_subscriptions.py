@@ -19,6 +19,7 @@ from sqlalchemy import JSON, Column, DateTime, Integer, String, Table, func, sel
 from shared.domain.webhook import TEXT_MAX, URL_MAX, SigningKey, Spec, Status, Webhook, spec_from_record
 from shared.projections.aggregate_rows import AggregateRows
 from shared.projections.tracking import metadata
+from shared.read_db import reading
 
 NAME = "webhook_subscriptions"
 
@@ -123,7 +124,7 @@ class WebhookSubscriptionsProjection(AggregateRows):
         a deployment has hundreds of subscriptions, not millions."""
         where = [subscriptions.c.status == str(status)] if status else [subscriptions.c.status != str(Status.DELETED)]
         query = select(subscriptions).where(*where).order_by(subscriptions.c.created_at.desc(), subscriptions.c.id)
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             if within is None:
                 total = conn.scalar(select(func.count()).select_from(subscriptions).where(*where)) or 0
                 return [Subscription.of(r) for r in conn.execute(query.limit(limit).offset(offset)).mappings()], total
@@ -132,5 +133,5 @@ class WebhookSubscriptionsProjection(AggregateRows):
 
     def everything(self) -> dict[UUID, Subscription]:
         """Every subscription, deleted ones included (the notifier tidies up after them)."""
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             return {UUID(r["id"]): Subscription.of(r) for r in conn.execute(select(subscriptions)).mappings()}

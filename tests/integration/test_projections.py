@@ -414,3 +414,32 @@ def test_a_catch_up_to_the_log_end_stops_once_seen_without_another_look(service:
     statements.clear()
     tickets.catch_up_to(latest)
     assert statements == []
+
+
+def test_reads_run_outside_a_transaction_and_writes_inside_one(service: Intake) -> None:
+    """A read is one round trip to the database, with no BEGIN before it and no ROLLBACK
+    after; so is the look a catch-up takes when nothing is new (dispatch takes one before
+    every decision). What a catch-up writes still commits in one transaction."""
+    store, engine = service.desk.store, service.ticket_list.engine
+    tickets = TicketListProjection(store, engine)
+    service.desk.open(details=FAULT, token=None, actor=ADMIN, correlation_id="c")
+    tickets.catch_up_to(store.recorder.max_notification_id() or 0)
+    statements: list[tuple[str, bool]] = []
+    event.listen(engine, "before_cursor_execute",
+                 lambda conn, _k, sql, *_: statements.append((sql.split()[0], _autocommit(conn.connection.dbapi_connection))))
+
+    assert tickets.catch_up() == 0
+    assert tickets.query(TicketFilter())[1] == 1
+    assert statements and all(alone for _, alone in statements)
+
+    statements.clear()
+    service.desk.open(details=FAULT, token=None, actor=ADMIN, correlation_id="c")
+    assert tickets.catch_up() == 2  # the opening and its SLA commitment
+    writes = [(verb, alone) for verb, alone in statements if verb != "SELECT"]
+    assert writes and not any(alone for _, alone in writes)
+    assert tickets.query(TicketFilter())[1] == 2
+
+
+def _autocommit(dbapi_connection: Any) -> bool:
+    # psycopg says so; Python 3.11's sqlite3 runs each statement alone when it has no isolation level.
+    return bool(getattr(dbapi_connection, "autocommit", dbapi_connection.isolation_level is None))
