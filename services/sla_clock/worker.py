@@ -131,9 +131,12 @@ class SlaClockWorker:
     async def _subscribe(self, stream: str, durable: str, subjects: list[str]) -> JetStreamContext.PullSubscription:
         # Creating a consumer that exists with this configuration changes nothing, so
         # every instance may do it at start; one made by an earlier release with other
-        # filters is brought to these.
+        # filters is brought to these. (nats-py puts a single filter in the API subject
+        # and several in the request: deploy/nats allows each consumer its own form.)
+        single = subjects[0] if len(subjects) == 1 else None
         await self.js.add_consumer(stream, ConsumerConfig(
-            name=durable, durable_name=durable, filter_subjects=subjects, deliver_policy=DeliverPolicy.ALL,
+            name=durable, durable_name=durable, filter_subject=single, filter_subjects=None if single else subjects,
+            deliver_policy=DeliverPolicy.ALL,
             ack_policy=AckPolicy.EXPLICIT, ack_wait=ACK_WAIT_SECONDS, max_ack_pending=MAX_OUTSTANDING,
         ))
         return await self.js.pull_subscribe_bind(durable=durable, stream=stream)
