@@ -50,14 +50,15 @@ class AggregateRows:
         )
         self._recent: OrderedDict[UUID, Aggregate] = OrderedDict()
         self._topics = sorted(get_topic(kind) for kind in _kinds(self.events))
-        # Saved position → a later one with none of our events in between (only ever
-        # one entry: it holds for as long as the saved position is that one).
-        self._passed: dict[int, int] = {}
+        # Whether this process has read the saved position yet: it carries on from its
+        # own after that (see catch_up).
+        self._placed = False
         # How far the rows reflect the log as of this process's last look: further than
         # the saved position when that look found none of our events beyond it.
         self.seen_up_to = 0
-        # The saved position as of this process's last look: it moves exactly when the
-        # rows change (a batch of our events is written with the position it reached).
+        # The saved position as this process last read or wrote it: it moves exactly
+        # when the rows change (a batch of our events is written with the position it
+        # reached).
         self.committed = 0
         self.share: Share | None = None  # the streams kept, when only a share of them
 
@@ -74,22 +75,23 @@ class AggregateRows:
         """Apply the next batch of the aggregate's events; returns how many it applied
         (0: caught up with everything recorded when it looked). `latest`: the log's last
         position, when the caller has just read it."""
-        # Only a write needs a transaction: a dispatch process looks before every
-        # decision, and mostly finds nothing new. (Another process catching up at the
-        # same time writes the same rows for the same events, as it did when the
-        # position was read inside the transaction, READ COMMITTED taking no lock.)
-        with reading(self.engine) as conn:
-            saved = self.committed = read_position(conn, self.name)
-        position = self._passed.get(saved, saved)
+        # The saved position is read at the first look only; from then on this process
+        # carries on from where it got to, so a look costs no read of it (a dispatch
+        # process looks before every decision). Another process keeping the same rows
+        # (a second dispatch instance) may have applied some of the same events: this
+        # one applies them again, to the same rows, and its kept aggregates stay whole.
+        if not self._placed:
+            with reading(self.engine) as conn:
+                self.seen_up_to = self.committed = read_position(conn, self.name)
+            self._placed = True
         # The store commits positions in order, so once fewer than `batch` of our
         # events lie between here and the last position, everything up to it is
         # seen and the next look starts there. With none of ours among them, that
         # is only remembered, not written: a commit each time would cost more than
-        # the look.
-        notifications, latest = self._read_batch(position, batch, latest)
+        # the look. Only a write needs a transaction.
+        notifications, latest = self._read_batch(self.seen_up_to, batch, latest)
         reached = _reached(notifications, batch, latest)
         if not notifications:
-            self._passed = {saved: reached}
             self.seen_up_to = reached
             return 0
         evolved = self._evolved(notifications)
@@ -104,9 +106,9 @@ class AggregateRows:
         one before is written in another (both wait on the database). Returns how many
         events it applied; `progress` hears each position committed. A write that fails
         stops the replay at the last commit, as a failed catch-up does."""
-        with reading(self.engine) as conn:
-            saved = read_position(conn, self.name)
-        position, replayed = self._passed.get(saved, saved), 0
+        with reading(self.engine) as conn:  # a rebuild has just set it back to the start
+            position, replayed = read_position(conn, self.name), 0
+        self.seen_up_to, self.committed, self._placed = position, position, True
         writing: Future[int] | None = None  # the position its commit reached
         with ThreadPoolExecutor(1, "replay-read") as reader, ThreadPoolExecutor(1, "replay-write") as writer:
             next_read = reader.submit(self._read_batch, position, batch, stop)
@@ -177,7 +179,7 @@ class AggregateRows:
         part = copy.copy(self)
         part.store, part.share = store, share
         part.name = share_position_name(self.name, share)
-        part._recent, part._passed, part.seen_up_to, part.committed = OrderedDict(), {}, 0, 0
+        part._recent, part._placed, part.seen_up_to, part.committed = OrderedDict(), False, 0, 0
         return part
 
     def catch_up_to(self, latest: int, batch: int = LIVE_BATCH) -> None:

@@ -443,3 +443,27 @@ def test_reads_run_outside_a_transaction_and_writes_inside_one(service: Intake) 
 def _autocommit(dbapi_connection: Any) -> bool:
     # psycopg says so; Python 3.11's sqlite3 runs each statement alone when it has no isolation level.
     return bool(getattr(dbapi_connection, "autocommit", dbapi_connection.isolation_level is None))
+
+
+def test_after_its_first_look_a_keeper_reads_no_position_and_two_keepers_agree(service: Intake) -> None:
+    """A process reads the saved position once, then carries on from where it got to: a
+    look reads the log only. A second process keeping the same rows (two dispatch
+    instances) makes each apply some events the other applied: the rows and the saved
+    position come out the same."""
+    store, engine = service.desk.store, service.ticket_list.engine
+    first, second = TicketListProjection(store, engine), TicketListProjection(store, engine)
+    for keeper in (first, second):
+        keeper.catch_up_to(store.recorder.max_notification_id() or 0)
+    opened = service.desk.open(details=FAULT, token=None, actor=ADMIN, correlation_id="c").ticket
+    latest = store.recorder.max_notification_id() or 0
+    second.catch_up_to(latest)  # the other process gets there first
+    statements: list[str] = []
+    event.listen(engine, "before_cursor_execute", lambda _c, _k, sql, *_: statements.append(sql))
+
+    first.catch_up_to(latest)
+    assert statements and not any("projection_positions.position" in sql for sql in statements if sql.startswith("SELECT"))
+    assert first.seen_up_to == second.seen_up_to == latest
+    rows, total = first.query(TicketFilter(ids=frozenset({str(opened.id)})))
+    assert total == 1 and rows[0]["number"] == opened.number
+    with engine.connect() as conn:
+        assert read_position(conn, first.name) == latest
