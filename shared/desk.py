@@ -163,8 +163,8 @@ class TicketDesk:
         (its details refused) fails alone."""
         waiting = batch
         conflicted = False
-        # A storm of reports from one site names one contract: read it once per batch.
-        commitments = self.commitments.reading_contracts_once() if self.commitments else None
+        # A storm of reports from one site names one contract: work out its terms once per batch.
+        commitments = self.commitments.for_one_batch() if self.commitments else None
         for _ in range(_SAVE_ATTEMPTS):
             if conflicted:
                 waiting = self._not_opened_yet(waiting)

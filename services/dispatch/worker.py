@@ -111,7 +111,9 @@ class DispatchWorker:
             return
         await message.ack()
         if outcome != "nothing to do":
-            log.info("%s v%d of %s: %s", kind, version, ticket_id, outcome)
+            # Each decision is an event in the ticket's history already; a line each at
+            # INFO cost dispatch a sixth of its CPU during a storm (py-spy, 2026-12-07).
+            log.debug("%s v%d of %s: %s", kind, version, ticket_id, outcome)
 
     @staticmethod
     async def _by_ticket(messages: list[Msg]) -> list[list[tuple[Msg, Reaction]]]:

@@ -11,7 +11,7 @@ from shared.domain.contract import Contract
 from shared.domain.entitlement import Entitlement, entitlement
 from shared.domain.ticket import Actor, Ticket
 from shared.sla.policy import Policy
-from shared.sla.targets import Facts, plan_targets
+from shared.sla.targets import Facts, Plan, plan_targets
 
 POLICY_ACTOR: Actor = {"kind": "service", "id": "sla-policy"}
 
@@ -25,24 +25,23 @@ class Commitments:
         self.policy = policy
         self.contracts = contracts
 
-    def reading_contracts_once(self) -> Commitments:
-        """These commitments, reading each contract at most once: for a batch of
-        tickets opened at one instant, which must all see the same terms anyway."""
-        return Commitments(self.policy, _ReadOnce(self.contracts))
+    def for_one_batch(self) -> Commitments:
+        """These commitments for a batch of tickets opened at one instant: tickets alike
+        (a storm from one site: one contract and customer, the same facts and start) are
+        owed the same, so it is worked out, and their contract read, once for them all."""
+        return _OneBatch(self.policy, self.contracts)
 
     def on_open(self, ticket: Ticket, *, at: datetime, correlation_id: str) -> None:
-        contract = self.contracts.find(ticket.contract) if ticket.contract else None
-        owed = entitlement(contract, at, contract_code=ticket.contract, customer=ticket.customer)
-        terms = _jsonable(owed)
+        owed, terms = self._owed(ticket.contract, ticket.customer, at)
         if not owed.committed:
             ticket.record_no_commitment(
-                reason=owed.reason or "no commitment", entitlement=terms, at=at,
+                reason=owed.reason or "no commitment", entitlement=dict(terms), at=at,
                 actor=POLICY_ACTOR, correlation_id=correlation_id,
             )
             return
-        plan = plan_targets(self.policy, _facts(ticket, terms), ticket.received_at)
+        plan = self._plan(_facts(ticket, terms), ticket.received_at)
         ticket.commit_sla(
-            plan=plan, entitlement=terms, start=ticket.received_at, restart=False, reason="opened",
+            plan=plan, entitlement=dict(terms), start=ticket.received_at, restart=False, reason="opened",
             at=at, actor=POLICY_ACTOR, correlation_id=correlation_id,
         )
 
@@ -51,23 +50,42 @@ class Commitments:
             return  # nothing was promised, so nothing to recompute
         retroactive = self.policy.severity_change == "retroactive"
         start = ticket.received_at if retroactive else at
-        plan = plan_targets(self.policy, _facts(ticket, ticket.entitlement), start)
+        plan = self._plan(_facts(ticket, ticket.entitlement), start)
         ticket.commit_sla(
             plan=plan, entitlement=ticket.entitlement, start=start, restart=not retroactive,
             reason=f"severity changed to {ticket.severity}", at=at, actor=POLICY_ACTOR, correlation_id=correlation_id,
         )
 
+    def _owed(self, code: str | None, customer: str, at: datetime) -> tuple[Entitlement, dict[str, Any]]:
+        """What a ticket naming contract `code` for `customer` at `at` is owed, and those
+        terms as recorded."""
+        contract = self.contracts.find(code) if code else None
+        owed = entitlement(contract, at, contract_code=code, customer=customer)
+        return owed, _jsonable(owed)
+
+    def _plan(self, facts: Facts, start: datetime) -> Plan:
+        return plan_targets(self.policy, facts, start)
 
 
-class _ReadOnce:
-    def __init__(self, contracts: ContractLookup) -> None:
-        self.contracts = contracts
-        self.read: dict[str, Contract | None] = {}
+class _OneBatch(Commitments):
+    """See Commitments.for_one_batch. Each ticket still records its own copy
+    of the terms; the plan is immutable, so tickets may share it."""
 
-    def find(self, code: str) -> Contract | None:
-        if code not in self.read:
-            self.read[code] = self.contracts.find(code)
-        return self.read[code]
+    def __init__(self, policy: Policy, contracts: ContractLookup) -> None:
+        super().__init__(policy, contracts)
+        self._owed_to: dict[tuple[str | None, str, datetime], tuple[Entitlement, dict[str, Any]]] = {}
+        self._plans: dict[tuple[Facts, datetime], Plan] = {}
+
+    def _owed(self, code: str | None, customer: str, at: datetime) -> tuple[Entitlement, dict[str, Any]]:
+        key = (code, customer, at)
+        if key not in self._owed_to:
+            self._owed_to[key] = super()._owed(code, customer, at)
+        return self._owed_to[key]
+
+    def _plan(self, facts: Facts, start: datetime) -> Plan:
+        if (facts, start) not in self._plans:
+            self._plans[facts, start] = super()._plan(facts, start)
+        return self._plans[facts, start]
 
 
 def _facts(ticket: Ticket, terms: dict[str, Any]) -> Facts:
