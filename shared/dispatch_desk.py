@@ -183,6 +183,10 @@ class _Staffing:
         return "; ".join(self.done) or "nothing to do"
 
     def _event(self, version: int) -> Ticket.Escalated | None:
+        last = self.ticket.last_escalated
+        if last is not None and last.originator_version == version:
+            return last
+        # An earlier escalation (another came since): read it.
         event = next(iter(self.d.store.events.get(self.ticket.id, gt=version - 1, lte=version)), None)
         return event if isinstance(event, Ticket.Escalated) else None
 

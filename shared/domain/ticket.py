@@ -170,6 +170,9 @@ class Ticket(Chained):
         self.entitlement: dict[str, Any] = {}
         self.no_commitment_reason: str | None = None
         self.escalation_level = "L1"
+        # What dispatch needs of the escalation it reacts to (its trigger and reason),
+        # kept here so the reaction needs no read of the event from the store.
+        self.last_escalated: Ticket.Escalated | None = None
 
     @property
     def received_at(self) -> datetime:
@@ -478,6 +481,7 @@ class Ticket(Chained):
 
         def apply(self, ticket: Ticket) -> None:
             ticket.escalation_level = self.level
+            ticket.last_escalated = self
 
     # -- dispatch: engineers on the ticket ------------------------------------------
     # Recorded by the dispatch service. The state lives in class-level defaults, not in

@@ -257,6 +257,19 @@ def test_a_complaint_sends_someone_else_at_least_as_senior(service: Service) -> 
     assert [(e["data"]["engineer"], e["actor"]["kind"]) for e in complaints] == [("E-018", "client"), ("E-013", "service")]
 
 
+def test_a_complaint_escalation_followed_by_another_before_dispatch_reacts_still_counts(service: Service) -> None:
+    # Dispatch reacts to each escalation by its own trigger and reason, not the latest one's.
+    service.clock.set(WEDNESDAY_1000)
+    ticket = service.open(severity="P3")
+    assert service.staffing(ticket)["lead"] == "E-018"
+    service.api.post(f"/v1/tickets/{ticket['id']}/escalate", json={"level": "L2", "reason": "客户投诉: 工程师未按时到场"})
+    service.api.post(f"/v1/tickets/{ticket['id']}/escalate", json={"level": "L3", "reason": "outage spreads"})
+    service.reactions.run()
+    complaints = service.history(ticket, "ticket.engineer_complaint")
+    assert [(e["data"]["engineer"], e["actor"]["kind"]) for e in complaints] == [("E-018", "service")]
+    assert "E-018" in service.staffing(ticket)["excluded"]
+
+
 def test_resolved_or_cancelled_frees_capacity_and_unshipped_units(service: Service) -> None:
     first, second = service.open(), service.open(device={"model": "S5700-28C-EI"}, severity="P2")
     assert service.dispatch_api.get("/v1/engineers/E-013").json()["load"] == 2
