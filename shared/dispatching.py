@@ -49,7 +49,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
-from functools import cache
+from functools import cache, cached_property
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -226,8 +226,25 @@ class Need:
 @dataclass(frozen=True)
 class Match:
     candidate: Candidate
-    rules: tuple[str, ...]  # the rules that matched, in plain words
-    key: tuple[Any, ...] = field(repr=False)
+    key: tuple[Any, ...] = field(repr=False)  # best first
+    need: Need = field(repr=False)
+    tier: int | None = field(repr=False)  # same city, same region, head office (_TIERS), or None
+    duty: str = field(repr=False)  # why they are on duty at the service instant, in words
+
+    @cached_property
+    def rules(self) -> tuple[str, ...]:
+        """The rules that matched, in plain words. Worked out only for the engineers
+        booked or listed: a storm ranks every engineer serving the site for each ticket,
+        and books one."""
+        c, need = self.candidate, self.need
+        return (
+            *(["dedicated engineer (专人专线)"] if c.id == need.preferred else []),
+            *([_TIERS[self.tier].format(branch=c.branch)] if self.tier is not None else []),
+            *([f"skill {need.skill}"] if need.skill is not None and need.skill in c.skills else []),
+            f"level {c.level} (needs {need.min_level})",
+            self.duty,
+            f"carries {c.load} of {c.max_tickets}",
+        )
 
 
 @dataclass(frozen=True)
@@ -246,9 +263,11 @@ def rank(rules: DispatchRules, candidates: Iterable[Candidate], need: Need) -> R
     duties: dict[Rota, str | None] = {}  # many engineers share a rota: decide each once
 
     def on_duty(rota: Rota) -> str | None:
-        if rota not in duties:
-            duties[rota] = duty(rules, rota, need.at)
-        return duties[rota]
+        try:  # one look-up: a Rota's hash and equality are Python code, and this runs per engineer
+            return duties[rota]
+        except KeyError:
+            duties[rota] = found = duty(rules, rota, need.at)
+            return found
 
     matches: list[Match] = []
     rejected: Counter[str] = Counter()
@@ -282,16 +301,8 @@ def _judge(rules: DispatchRules, c: Candidate, need: Need, on_duty: Callable[[Ro
     if c.load >= c.max_tickets:
         return "at capacity"
     skilled = need.skill is not None and need.skill in c.skills
-    matched = (
-        *(["dedicated engineer (专人专线)"] if preferred else []),
-        *([_TIERS[tier].format(branch=c.branch)] if tier is not None else []),
-        *([f"skill {need.skill}"] if skilled else []),
-        f"level {c.level} (needs {need.min_level})",
-        on,
-        f"carries {c.load} of {c.max_tickets}",
-    )
     key = (not preferred, 9 if tier is None else tier, not skilled, LEVELS.index(c.level), c.load, c.load / c.max_tickets, c.id)
-    return Match(c, matched, key)
+    return Match(c, key, need, tier, on)
 
 
 _TIERS = ("same city ({branch})", "same region ({branch})", "head office ({branch})")

@@ -2,6 +2,7 @@
 a spare unit's lifecycle from every state, and a ticket's engineers and loans."""
 from __future__ import annotations
 
+import copy
 from datetime import datetime, timedelta, timezone
 from uuid import uuid4
 
@@ -63,6 +64,21 @@ def test_an_inactive_engineer_takes_nothing_and_an_unchanged_profile_records_not
     with pytest.raises(EngineerUnavailable, match="not active"):
         take(e)
 
+
+def test_a_copy_of_an_engineer_changes_apart_from_the_original() -> None:
+    # Dispatch books engineers on copies of its engineer list's (ReadModels.known): a
+    # booking that leaks into the list's own engineer would be counted twice.
+    e = engineer(max_tickets=3)
+    carried = uuid4()
+    take(e, carried)
+    e.collect_events()
+    twin = copy.deepcopy(e)
+    take(twin)
+    assert twin.release(ticket_id=carried, reason="resolved", at=T0, **WHO)
+    assert twin.amend(Profile.of(PROFILE | {"max_tickets": 3, "active": False}), at=T0, **WHO)
+    assert (e.load, e.tickets, e.profile.active, e.version, e.collect_events()) == (1, {str(carried): "T-1"}, True, 2, [])
+    assert (twin.load, twin.profile.active, twin.version, len(twin.collect_events())) == (1, False, 5, 3)
+    assert twin.chain_head != e.chain_head
 
 # -- spare units ------------------------------------------------------------------------
 
