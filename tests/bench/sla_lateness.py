@@ -28,9 +28,14 @@ Phases, each with its own deadline:
             missing BENCH_SLA_GRACE seconds (default 120) after the last due instant
             count as later than that.
 
-Bounded: the section plans to take at most BENCH_SLA_BUDGET seconds (default 1400). The
-schedule is fixed before loading, from planned rates (BENCH_SLA_OPEN_RATE, _ARM_RATE)
-or BENCH_SLA_GAP; when the tickets asked for cannot be loaded and armed in the budget,
+Bounded: the section plans to take at most BENCH_SLA_BUDGET seconds (default 1600). The
+schedule is fixed before loading, from planned rates or BENCH_SLA_GAP: the opening rate
+is the loaders' own, measured first on a schema of their own (TRIAL_TICKETS tickets;
+BENCH_SLA_OPEN_RATE instead skips the trial), the arming rate BENCH_SLA_ARM_RATE. A
+slow hour of this machine opens a quarter as many tickets a second as a fast one (253
+against 1,087 in `make bench`, 2026-12-08), so a rate fixed for one hour loads too few
+tickets in another, or idles for minutes.
+When the tickets asked for cannot be loaded and armed in the budget,
 loading stops at its deadline and the rows say how many were opened. Their breaches
 then fall due at the rate the full count would have (count / spread), over a shorter
 time. A row says so when the sla_clock was not caught up before the first warning.
@@ -74,7 +79,7 @@ from shared.domain.ticket import Ticket
 from shared.nats_server import free_port, start_nats_server
 from shared.sla.commitments import Commitments
 from shared.sla.policy import SEVERITIES, load_policy
-from shared.store import open_store
+from shared.store import EventStore, open_store
 from tests.bench.load import percentile
 from tests.bench.processes import cpu_seconds, peak_kib
 from tests.product import ROOT
@@ -91,10 +96,13 @@ LOADERS = int(os.environ.get("BENCH_SLA_LOADERS", "2"))  # loader processes
 INSTANCES = int(os.environ.get("BENCH_SLA_INSTANCES", "2"))  # sla_clock processes sharing the consumers
 LOADER_THREADS = int(os.environ.get("BENCH_SLA_LOADER_THREADS", "4"))  # threads per loader process
 GRACE = float(os.environ.get("BENCH_SLA_GRACE", "120"))  # waited past the last due instant for stragglers
-BUDGET = float(os.environ.get("BENCH_SLA_BUDGET", "1400"))  # seconds the section plans to take, at most
-# Rough rates on this 2-core machine (shared with other work), only to plan the
-# schedule; a run reports what it measured. BENCH_SLA_GAP overrides the plan.
-PLANNED_OPEN_RATE = float(os.environ.get("BENCH_SLA_OPEN_RATE", "500"))  # tickets/s, all loaders
+BUDGET = float(os.environ.get("BENCH_SLA_BUDGET", "1600"))  # seconds the section plans to take, at most
+# Rates only to plan the schedule; a run reports what it measured. BENCH_SLA_GAP
+# overrides the plan.
+TRIAL_TICKETS = 3000  # opened to measure the loaders' rate: a few seconds' work on a fast hour
+# The trial opens into empty tables; 100,000 tickets later each insert costs a little more.
+TRIAL_SHARE = 0.8
+OPEN_RATE = os.environ.get("BENCH_SLA_OPEN_RATE")  # tickets/s, all loaders; unset: measured by the trial
 PLANNED_ARM_RATE = float(os.environ.get("BENCH_SLA_ARM_RATE", "800"))  # tickets/s, the sla_clock processes together
 STARTUP = 15.0  # seconds for a fresh Python process to import the project on a loaded machine
 RESTART_BOUND = 60.0  # seconds; a message held by the killed instance comes back after 10 s
@@ -414,8 +422,8 @@ class Plan:
     capped: bool  # the gap was cut to fit BUDGET: fewer tickets may be opened than asked
 
 
-def plan(tickets: int, max_lead: float) -> Plan:
-    load, arm = STARTUP + tickets / PLANNED_OPEN_RATE, STARTUP + tickets / PLANNED_ARM_RATE
+def plan(tickets: int, max_lead: float, open_rate: float) -> Plan:
+    load, arm = STARTUP + tickets / open_rate, STARTUP + tickets / PLANNED_ARM_RATE
     wanted = 1.3 * (load + arm) + RESTART_BOUND / 2
     if "BENCH_SLA_GAP" in os.environ:
         wanted = float(os.environ["BENCH_SLA_GAP"])
@@ -427,13 +435,44 @@ def plan(tickets: int, max_lead: float) -> Plan:
     return Plan(gap=gap, load=(gap - RESTART_BOUND / 2) * load / (load + arm), capped=gap < wanted)
 
 
+def planned_open_rate(postgres_url: str, response: dict[str, float]) -> float:
+    """BENCH_SLA_OPEN_RATE, or TRIAL_SHARE of the rate the loaders open TRIAL_TICKETS
+    tickets at, on a schema dropped afterwards."""
+    if OPEN_RATE is not None:
+        return float(OPEN_RATE)
+    database_url = f"{postgres_url}?schema=bench_{int(time.time())}_sla_trial"
+    try:
+        _open_schema(database_url).close()
+        soon = datetime.now(timezone.utc) + timedelta(seconds=SPREAD)
+        opened, _, seconds = _load(database_url, Schedule(TRIAL_TICKETS, soon, SPREAD, response), time.time() + 120)
+    finally:
+        _drop_schema(database_url)
+    if not opened:
+        raise RuntimeError("the loaders' trial opened no ticket in 120 s")
+    print(f"  sla: the loaders' trial opened {opened:,} tickets at {opened / seconds:,.0f}/s", flush=True)
+    return TRIAL_SHARE * opened / seconds
+
+
+def _open_schema(database_url: str) -> EventStore:
+    """The store, its tables created and the contracts loaded, before the loaders share them."""
+    store = open_store(database_url)
+    ContractBook(store, SystemClock(), levels=load_policy(POLICY).levels).load_file(
+        CONTRACTS, actor={"kind": "service", "id": "bench"})
+    return store
+
+
+def _drop_schema(database_url: str) -> None:
+    postgres_url, schema = database_url.split("?schema=")
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(psycopg.sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(psycopg.sql.Identifier(schema)))
+
+
 async def sla_lateness(work: Path, postgres_url: str, tickets: int) -> list[Row]:
-    schema = f"bench_{int(time.time())}_sla"
-    database_url = f"{postgres_url}?schema={schema}"
+    database_url = f"{postgres_url}?schema=bench_{int(time.time())}_sla"
     policy = load_policy(POLICY)
     response = {s: policy.targets[s]["response"] for s in SEVERITIES}
     lead = {s: (1 - policy.warning_ratio) * t for s, t in response.items()}
-    timing = plan(tickets, max(lead.values()))
+    timing = plan(tickets, max(lead.values()), planned_open_rate(postgres_url, response))
     began = datetime.now(timezone.utc)
     schedule = Schedule(tickets, began + timedelta(seconds=timing.gap + max(lead.values())), SPREAD, response)
     first_alert = min(schedule.breach(i) - timedelta(seconds=lead[schedule.severity(i)]) for i in range(min(4, tickets)))
@@ -456,8 +495,7 @@ async def sla_lateness(work: Path, postgres_url: str, tickets: int) -> list[Row]
     store = None
     client = None
     try:
-        store = open_store(database_url)  # creates the schema and tables before the loaders share them
-        ContractBook(store, SystemClock(), levels=policy.levels).load_file(CONTRACTS, actor={"kind": "service", "id": "bench"})
+        store = _open_schema(database_url)
 
         # 1. load
         opened, complete, load_seconds = await asyncio.to_thread(
@@ -564,8 +602,7 @@ async def sla_lateness(work: Path, postgres_url: str, tickets: int) -> list[Row]
             nats_server.kill()
         if store is not None:
             store.close()
-        with psycopg.connect(postgres_url, autocommit=True) as conn:
-            conn.execute(psycopg.sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(psycopg.sql.Identifier(schema)))
+        _drop_schema(database_url)
     elapsed = (datetime.now(timezone.utc) - began).total_seconds()
     print(f"  sla: done in {elapsed:.0f} s", flush=True)
 
