@@ -50,13 +50,13 @@ def ratio(value: float, baseline: float) -> str:
     return f"{value / baseline:.0%}" if baseline else "—"
 
 
-async def quiet_then_last_seq(nats_url: str) -> int:
+async def quiet_then_last_seq(nats_url: str, database_url: str) -> int:
     """Once the product has handled everything (see end_to_end.quiet), the EVENTS
     stream's last sequence."""
     client = await nats.connect(nats_url)
     try:
         js = client.jetstream()
-        await end_to_end.quiet(js)
+        await end_to_end.quiet(js, database_url)
         return (await js.stream_info("EVENTS")).state.last_seq
     finally:
         await client.close()
@@ -178,7 +178,7 @@ async def main() -> None:
             # The half-peak phase starts once the peak phases' backlog is relayed and
             # handled, and the relay's lag is that of this phase's events only: a
             # backlog's lag and latency measure the backlog, not the relay or the intake.
-            before_half = await quiet_then_last_seq(product.nats_url)
+            before_half = await quiet_then_last_seq(product.nats_url, product_db)
             print(f"intake: fixed rate {half_rate:.0f}/s for {SECONDS / 2:.0f} s ...", flush=True)
             half, _ = await asyncio.gather(
                 load.fixed_rate(product.api, product.admin, rate=half_rate, seconds=SECONDS / 2),
