@@ -160,7 +160,7 @@ class Engineer(Chained):
         engineer list's, one a decision. Every attribute is immutable (the profile, the
         chain head, ids, instants) or a dict or list of immutable values (the tickets
         carried, the pending events), so copying those containers is a deep copy, at a
-        tenth of copy.deepcopy's cost (36 → 3 µs with 50 tickets)."""
+        tenth of copy.deepcopy's cost (36 → 3.6 µs with 50 tickets)."""
         twin = copy.copy(self)
         vars(twin).update({name: copy.copy(value) for name, value in vars(self).items() if isinstance(value, (dict, list))})
         return twin
