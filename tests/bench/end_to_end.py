@@ -40,11 +40,15 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
 from nats.js.errors import NotFoundError
+from sqlalchemy import Engine, select
+from sqlalchemy.exc import ProgrammingError
 
 from services.sla_clock.timers import TIMER_PREFIX
 from services.sla_clock.worker import EVENTS_CONSUMER as SLA_CONSUMER
 from shared.domain.engineer import MAX_TICKETS_LIMIT
 from shared.domain.ticket import Ticket
+from shared.projections.tracking import positions
+from shared.read_db import read_engine, reading
 from shared.settings import Settings
 from shared.store import EventStore, open_store
 from tests.bench import load
@@ -164,6 +168,14 @@ async def quiet(js: JetStreamContext, database_url: str) -> None:
     follows the store, not JetStream: after the wrk peak it was still 50,000 positions
     behind when the consumers were done, and its catching up (10 s of a core) went into
     the next phase's figures."""
+    engine = read_engine(database_url)
+    try:
+        await _wait_until_quiet(js, engine)
+    finally:
+        engine.dispose()
+
+
+async def _wait_until_quiet(js: JetStreamContext, engine: Engine) -> None:
     began, last_seq, last_positions = time.monotonic(), -1, None
     while time.monotonic() < began + QUIET_SECONDS:
         try:
@@ -173,7 +185,7 @@ async def quiet(js: JetStreamContext, database_url: str) -> None:
             continue
         consumers = [c for c in await js.consumers_info(EVENTS) if c.config.durable_name]
         pending = sum(c.num_pending + c.num_ack_pending for c in consumers)
-        positions = await asyncio.to_thread(read_model_positions, database_url)
+        positions = await asyncio.to_thread(read_model_positions, engine)
         if (seq == last_seq and positions == last_positions and not pending
                 and PATH_CONSUMERS <= {c.name for c in consumers}):
             print(f"  end to end: quiet after {time.monotonic() - began:.0f} s", flush=True)
@@ -183,15 +195,13 @@ async def quiet(js: JetStreamContext, database_url: str) -> None:
     print(f"  end to end: the product was still busy after {QUIET_SECONDS:.0f} s; measuring anyway", flush=True)
 
 
-def read_model_positions(database_url: str) -> list[tuple[str, int]]:
+def read_model_positions(engine: Engine) -> list[tuple[str, int]]:
     """Each read model's saved position in the notification log (none before the
     product has made the table)."""
-    postgres_url, schema = database_url.split("?schema=")
-    with psycopg.connect(postgres_url, autocommit=True) as conn:
+    with reading(engine) as conn:
         try:
-            return conn.execute(psycopg.sql.SQL("SELECT name, position FROM {}.projection_positions ORDER BY name")
-                                .format(psycopg.sql.Identifier(schema))).fetchall()
-        except psycopg.errors.UndefinedTable:
+            return [tuple(row) for row in conn.execute(select(positions).order_by(positions.c.name))]
+        except ProgrammingError:  # no such table yet
             return []
 
 

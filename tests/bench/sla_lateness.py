@@ -440,13 +440,14 @@ def planned_open_rate(postgres_url: str, response: dict[str, float]) -> float:
     tickets at, on a schema dropped afterwards."""
     if OPEN_RATE is not None:
         return float(OPEN_RATE)
-    database_url = f"{postgres_url}?schema=bench_{int(time.time())}_sla_trial"
+    schema = f"bench_{int(time.time())}_sla_trial"
+    database_url = f"{postgres_url}?schema={schema}"
     try:
         _open_schema(database_url).close()
         soon = datetime.now(timezone.utc) + timedelta(seconds=SPREAD)
         opened, _, seconds = _load(database_url, Schedule(TRIAL_TICKETS, soon, SPREAD, response), time.time() + 120)
     finally:
-        _drop_schema(database_url)
+        _drop_schema(postgres_url, schema)
     if not opened:
         raise RuntimeError("the loaders' trial opened no ticket in 120 s")
     print(f"  sla: the loaders' trial opened {opened:,} tickets at {opened / seconds:,.0f}/s", flush=True)
@@ -461,14 +462,14 @@ def _open_schema(database_url: str) -> EventStore:
     return store
 
 
-def _drop_schema(database_url: str) -> None:
-    postgres_url, schema = database_url.split("?schema=")
+def _drop_schema(postgres_url: str, schema: str) -> None:
     with psycopg.connect(postgres_url, autocommit=True) as conn:
         conn.execute(psycopg.sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(psycopg.sql.Identifier(schema)))
 
 
 async def sla_lateness(work: Path, postgres_url: str, tickets: int) -> list[Row]:
-    database_url = f"{postgres_url}?schema=bench_{int(time.time())}_sla"
+    schema = f"bench_{int(time.time())}_sla"
+    database_url = f"{postgres_url}?schema={schema}"
     policy = load_policy(POLICY)
     response = {s: policy.targets[s]["response"] for s in SEVERITIES}
     lead = {s: (1 - policy.warning_ratio) * t for s, t in response.items()}
@@ -602,7 +603,7 @@ async def sla_lateness(work: Path, postgres_url: str, tickets: int) -> list[Row]
             nats_server.kill()
         if store is not None:
             store.close()
-        _drop_schema(database_url)
+        _drop_schema(postgres_url, schema)
     elapsed = (datetime.now(timezone.utc) - began).total_seconds()
     print(f"  sla: done in {elapsed:.0f} s", flush=True)
 
